@@ -1,0 +1,83 @@
+"""create_app(): plugins, routers, exception handlers. The CLI lives in app.cli."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Router, get
+from litestar.config.app import AppConfig
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from app.core.problems import EXCEPTION_HANDLERS
+from app.db import Database, provide_db_session
+from app.settings import PROJECT_ROOT, Settings, load_settings
+
+logger = logging.getLogger("tollgate")
+
+
+@get("/healthz", include_in_schema=False, sync_to_thread=False)
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _extra_route_handlers(settings: Settings) -> list[Any]:
+    """Routers of the packages built beside the core (API, widgets, admin, sandbox)."""
+    handlers: list[Any] = []
+    from app.api.routes import api_router
+
+    handlers.append(api_router)
+    if settings.embedded_sandbox:
+        try:
+            from app.sandbox.mount import sandbox_mount
+        except ImportError:  # the sandbox package is optional at this stage of the build
+            sandbox_mount = None
+        if sandbox_mount is not None:
+            handlers.append(sandbox_mount(settings))
+    return handlers
+
+
+def create_app(settings: Settings | None = None, *, database: Database | None = None) -> Litestar:
+    settings = settings or load_settings()
+    database = database or Database(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await database.dispose()
+
+    def provide_database() -> Database:
+        return database
+
+    def provide_settings() -> Settings:
+        return settings
+
+    static_router = create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"])
+    config = AppConfig(
+        route_handlers=[healthz, static_router, *_extra_route_handlers(settings)],
+        dependencies={
+            "database": Provide(provide_database, sync_to_thread=False),
+            "settings": Provide(provide_settings, sync_to_thread=False),
+            "db_session": Provide(provide_db_session),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(title="Tollgate API", version="1.0.0", path="/schema"),
+        template_config=TemplateConfig(directory=PROJECT_ROOT / "templates", engine=JinjaTemplateEngine),
+        request_max_body_size=settings.max_body_bytes,
+        state=State({"settings": settings, "database": database}),
+        debug=False,
+    )
+    return Litestar.from_config(config)
+
+
+__all__ = ["Router", "create_app"]
