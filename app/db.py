@@ -38,7 +38,7 @@ def utcnow() -> dt.datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dt.datetime: DateTimeUTC(timezone=True), dict[str, Any]: JSONType}
+    type_annotation_map = {dt.datetime: DateTimeUTC(timezone=True), dict[str, Any]: JSONType, list[Any]: JSONType}
 
 
 class TimestampedBase(Base):

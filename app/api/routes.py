@@ -4,4 +4,7 @@ from __future__ import annotations
 
 from litestar import Router
 
-api_router = Router(path="/api/v1", route_handlers=[])
+from app.api.deps import API_DEPENDENCIES
+from app.api.subscriptions import SUBSCRIPTION_HANDLERS
+
+api_router = Router(path="/api/v1", route_handlers=[*SUBSCRIPTION_HANDLERS], dependencies=API_DEPENDENCIES)
