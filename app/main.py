@@ -34,6 +34,18 @@ def _extra_route_handlers(settings: Settings) -> list[Any]:
     from app.api.routes import api_router
 
     handlers.append(api_router)
+    try:
+        from app.widgets.routes import widget_router  # pyright: ignore[reportMissingImports]
+
+        handlers.append(widget_router)
+    except ImportError:  # built by the widgets work
+        pass
+    try:
+        from app.admin.routes import admin_router  # pyright: ignore[reportMissingImports]
+
+        handlers.append(admin_router)
+    except ImportError:  # built by the console work
+        pass
     if settings.embedded_sandbox:
         try:
             from app.sandbox.mount import sandbox_mount  # pyright: ignore[reportMissingImports]
