@@ -646,10 +646,12 @@ async def create_plan(session: AsyncSession, env: EnvironmentRef, data: s.PlanCr
     )
     if data.default_trial:
         plan.trial_end_behavior = data.default_trial.trial_end_behavior
-    plan.entitlements = await _build_entitlements(session, env, data.entitlements)
-    plan.addons = await _addons_by_ref(session, env, plan, data.compatible_addon_ids)
+    entitlements = await _build_entitlements(session, env, data.entitlements)
+    addons = await _addons_by_ref(session, env, plan, data.compatible_addon_ids)
     charges = await _build_charges(session, env, data.pricing_type, data.charges)
     session.add(plan)
+    plan.entitlements = entitlements
+    plan.addons = addons
     await session.flush()
     parent = await _resolve_parent(session, env, plan, data.parent_plan_id)
     plan.parent_plan_pk = parent.pk if parent else None
