@@ -48,7 +48,9 @@ async def _seed(settings: Settings) -> bool:
 def _banner(settings: Settings, host: str, port: int) -> str:
     from app.demo_data import read_demo_keys
 
-    base = f"http://{host}:{port}" if settings.public_url.endswith(f":{settings.port}") else settings.public_url
+    base = (
+        f"http://{host}:{port}" if settings.public_url.endswith(f":{settings.port}") else settings.public_url
+    )
     lines = [
         "",
         "  Tollgate is running.",
@@ -128,7 +130,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(_seed(settings))
     host, port = args.host or settings.host, args.port or settings.port
     print(_banner(settings, host, port), flush=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", workers=None)
+    if args.workers > 1:
+        # Each worker process builds its own app (and engine) from the same environment.
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            log_level="warning",
+            workers=args.workers,
+        )
+    else:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
     return 0
 
 
@@ -139,19 +152,24 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     _configure_logging("INFO")
     app = create_standalone_sandbox(port=args.port, database_path=args.database)
-    print(f"Stripe sandbox on http://127.0.0.1:{args.port} (point the stripe SDK's api_base here)", flush=True)
+    print(
+        f"Stripe sandbox on http://127.0.0.1:{args.port} (point the stripe SDK's api_base here)", flush=True
+    )
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tollgate", description="Pricing and entitlements on top of Stripe.")
+    parser = argparse.ArgumentParser(
+        prog="tollgate", description="Pricing and entitlements on top of Stripe."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="migrate, seed the demo into an empty database, and serve")
     run.add_argument("--host")
     run.add_argument("--port", type=int)
     run.add_argument("--no-demo", action="store_true", help="do not seed the demo environment")
+    run.add_argument("--workers", type=int, default=1, help="web worker processes (default 1)")
     run.set_defaults(func=cmd_run)
 
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
@@ -162,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     env_create = env_sub.add_parser("create", help="create an environment and print its keys once")
     env_create.add_argument("name", help="lower-case slug, e.g. production")
     env_create.add_argument("--display-name")
-    env_create.add_argument("--json", action="store_true", help='print {"serverKey": ..., "publishableKey": ...}')
+    env_create.add_argument(
+        "--json", action="store_true", help='print {"serverKey": ..., "publishableKey": ...}'
+    )
     env_create.set_defaults(func=cmd_env_create)
 
     demo = sub.add_parser("demo", help="demo data")
