@@ -159,6 +159,29 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.worker import Worker, default_jobs
+
+    settings = load_settings()
+    _configure_logging(settings.log_level)
+
+    async def work() -> None:
+        database = Database(settings.database_url)
+        worker = Worker(database, default_jobs())
+        try:
+            if args.once:
+                done = await worker.run_once()
+                print(", ".join(f"{name}: {count}" for name, count in done.items()) or "no jobs")
+            else:
+                await worker.run_forever()
+        finally:
+            await database.dispose()
+
+    asyncio.run(_migrate(settings))
+    asyncio.run(work())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tollgate", description="Pricing and entitlements on top of Stripe."
@@ -189,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)
     demo_seed = demo_sub.add_parser("seed", help="seed the demo catalog and customers into an empty database")
     demo_seed.set_defaults(func=cmd_demo_seed)
+
+    worker = sub.add_parser("worker", help="run background jobs (any number of these may run)")
+    worker.add_argument("--once", action="store_true", help="run every job once and exit")
+    worker.set_defaults(func=cmd_worker)
 
     sandbox = sub.add_parser("sandbox", help="run the offline Stripe-compatible sandbox on its own")
     sandbox.add_argument("--port", type=int, default=12111)

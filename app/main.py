@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from litestar.template.config import TemplateConfig
 from app.core.problems import EXCEPTION_HANDLERS
 from app.db import Database, provide_db_session
 from app.settings import PROJECT_ROOT, Settings, load_settings
+from app.worker import Worker, default_jobs
 
 logger = logging.getLogger("tollgate")
 
@@ -62,9 +64,16 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        worker_task: asyncio.Task[None] | None = None
+        worker = Worker(database, default_jobs())
+        if settings.embedded_worker:
+            worker_task = asyncio.create_task(worker.run_forever(), name="tollgate-worker")
         try:
             yield
         finally:
+            worker.stop()
+            if worker_task is not None:
+                await worker_task
             await database.dispose()
 
     def provide_database() -> Database:
