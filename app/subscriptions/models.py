@@ -68,7 +68,10 @@ class Subscription(TimestampedBase):
     customer: Mapped[Customer] = relationship(lazy="raise")
     plan: Mapped[Plan] = relationship(lazy="raise")
     addons: Mapped[list[SubscriptionAddon]] = relationship(
-        back_populates="subscription", cascade="all, delete-orphan", lazy="raise", order_by="SubscriptionAddon.pk"
+        back_populates="subscription",
+        cascade="all, delete-orphan",
+        lazy="raise",
+        order_by="SubscriptionAddon.pk",
     )
 
 
@@ -76,7 +79,9 @@ class SubscriptionAddon(Base):
     __tablename__ = "subscription_addons"
     __table_args__ = (UniqueConstraint("subscription_pk", "addon_pk"),)
     pk: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    subscription_pk: Mapped[int] = mapped_column(ForeignKey("subscriptions.pk", ondelete="CASCADE"), index=True)
+    subscription_pk: Mapped[int] = mapped_column(
+        ForeignKey("subscriptions.pk", ondelete="CASCADE"), index=True
+    )
     addon_pk: Mapped[int] = mapped_column(ForeignKey("addons.pk"), index=True)
     price_version_pk: Mapped[int | None] = mapped_column(ForeignKey("price_versions.pk"))
     quantity: Mapped[int] = mapped_column(Integer, default=1)
