@@ -29,7 +29,8 @@ NAMING_CONVENTION = {
 
 # SQLite only auto-increments INTEGER PRIMARY KEY, PostgreSQL wants BIGINT for large tables.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+# none_as_null: a Python None is SQL NULL, not the JSON text "null", so IS NULL checks work.
+JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 def utcnow() -> dt.datetime:
@@ -38,7 +39,11 @@ def utcnow() -> dt.datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dt.datetime: DateTimeUTC(timezone=True), dict[str, Any]: JSONType, list[Any]: JSONType}
+    type_annotation_map = {
+        dt.datetime: DateTimeUTC(timezone=True),
+        dict[str, Any]: JSONType,
+        list[Any]: JSONType,
+    }
 
 
 class TimestampedBase(Base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from litestar.template.config import TemplateConfig
 from app.core.problems import EXCEPTION_HANDLERS
 from app.db import Database, provide_db_session
 from app.settings import PROJECT_ROOT, Settings, load_settings
+from app.worker import Worker, default_jobs
 
 logger = logging.getLogger("tollgate")
 
@@ -34,9 +36,21 @@ def _extra_route_handlers(settings: Settings) -> list[Any]:
     from app.api.routes import api_router
 
     handlers.append(api_router)
+    try:
+        from app.widgets.routes import widget_router  # pyright: ignore[reportMissingImports]
+
+        handlers.append(widget_router)
+    except ImportError:  # built by the widgets work
+        pass
+    try:
+        from app.admin.routes import admin_router  # pyright: ignore[reportMissingImports]
+
+        handlers.append(admin_router)
+    except ImportError:  # built by the console work
+        pass
     if settings.embedded_sandbox:
         try:
-            from app.sandbox.mount import sandbox_mount
+            from app.sandbox.mount import sandbox_mount  # pyright: ignore[reportMissingImports]
         except ImportError:  # the sandbox package is optional at this stage of the build
             sandbox_mount = None
         if sandbox_mount is not None:
@@ -50,9 +64,16 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        worker_task: asyncio.Task[None] | None = None
+        worker = Worker(database, default_jobs())
+        if settings.embedded_worker:
+            worker_task = asyncio.create_task(worker.run_forever(), name="tollgate-worker")
         try:
             yield
         finally:
+            worker.stop()
+            if worker_task is not None:
+                await worker_task
             await database.dispose()
 
     def provide_database() -> Database:

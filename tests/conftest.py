@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,8 +92,10 @@ async def database(settings: Settings) -> AsyncIterator[Database]:
 
 
 @pytest.fixture(scope="session")
-def app(settings: Settings, database: Database) -> Litestar:
-    return create_app(settings, database=database)
+def app(settings: Settings) -> Litestar:
+    # The app owns its own engine: the test client serves it from another event loop, and
+    # asyncpg connections belong to the loop that opened them.
+    return create_app(settings)
 
 
 @pytest.fixture(scope="session")
@@ -128,9 +129,13 @@ class ApiEnv:
 
     async def ok(self, method: str, path: str, json: Any = None, status: int | None = None) -> Any:
         """Call and insist on success; return the decoded body."""
-        response = await getattr(self, method)(path, json) if json is not None else await getattr(self, method)(path)
+        response = (
+            await getattr(self, method)(path, json) if json is not None else await getattr(self, method)(path)
+        )
         expected = status or (201 if method == "post" else 200)
-        assert response.status_code == expected, f"{method.upper()} {path}: {response.status_code} {response.text}"
+        assert response.status_code == expected, (
+            f"{method.upper()} {path}: {response.status_code} {response.text}"
+        )
         return response.json() if response.content else None
 
 
@@ -163,6 +168,3 @@ def problem_code(response: Any) -> str:
     body = response.json()
     assert isinstance(body.get("detail"), str) and body["detail"]
     return body["code"]
-
-
-Path  # re-exported for type hints in tests

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from litestar import Router
 
+from app.api.catalog import CATALOG_CONTROLLERS
+from app.api.customers import CUSTOMER_CONTROLLERS
 from app.api.deps import API_DEPENDENCIES
 from app.api.subscriptions import SUBSCRIPTION_HANDLERS
 
-api_router = Router(path="/api/v1", route_handlers=[*SUBSCRIPTION_HANDLERS], dependencies=API_DEPENDENCIES)
+api_router = Router(
+    path="/api/v1",
+    route_handlers=[*CATALOG_CONTROLLERS, *CUSTOMER_CONTROLLERS, *SUBSCRIPTION_HANDLERS],
+    dependencies=API_DEPENDENCIES,
+)

@@ -5,7 +5,17 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.enums import enum_column
@@ -153,7 +163,10 @@ class Addon(TimestampedBase):
 
     product: Mapped[Product] = relationship(lazy="raise")
     entitlements: Mapped[list[Entitlement]] = relationship(
-        back_populates="addon", cascade="all, delete-orphan", lazy="raise", foreign_keys="Entitlement.addon_pk"
+        back_populates="addon",
+        cascade="all, delete-orphan",
+        lazy="raise",
+        foreign_keys="Entitlement.addon_pk",
     )
     plans: Mapped[list[Plan]] = relationship(secondary=plan_addons, back_populates="addons", lazy="raise")
 
@@ -177,8 +190,12 @@ class Entitlement(Base):
     reset_period: Mapped[ResetPeriod | None] = mapped_column(enum_column(ResetPeriod))
     display_order: Mapped[int] = mapped_column(Integer, default=0)
 
-    plan: Mapped[Plan | None] = relationship(back_populates="entitlements", lazy="raise", foreign_keys=[plan_pk])
-    addon: Mapped[Addon | None] = relationship(back_populates="entitlements", lazy="raise", foreign_keys=[addon_pk])
+    plan: Mapped[Plan | None] = relationship(
+        back_populates="entitlements", lazy="raise", foreign_keys=[plan_pk]
+    )
+    addon: Mapped[Addon | None] = relationship(
+        back_populates="entitlements", lazy="raise", foreign_keys=[addon_pk]
+    )
     feature: Mapped[Feature] = relationship(lazy="raise")
 
 
@@ -206,7 +223,9 @@ class Charge(Base):
 
     __tablename__ = "charges"
     pk: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
-    price_version_pk: Mapped[int] = mapped_column(ForeignKey("price_versions.pk", ondelete="CASCADE"), index=True)
+    price_version_pk: Mapped[int] = mapped_column(
+        ForeignKey("price_versions.pk", ondelete="CASCADE"), index=True
+    )
     billing_period: Mapped[BillingPeriod] = mapped_column(enum_column(BillingPeriod))
     currency: Mapped[str] = mapped_column(String(3))
     billing_model: Mapped[BillingModel] = mapped_column(enum_column(BillingModel))

@@ -8,4 +8,10 @@ from sqlalchemy import Enum
 
 
 def enum_column(enum: type[StrEnum]) -> Enum:
-    return Enum(enum, native_enum=False, length=32, values_callable=lambda e: [m.value for m in e], validate_strings=True)
+    return Enum(
+        enum,
+        native_enum=False,
+        length=32,
+        values_callable=lambda e: [m.value for m in e],
+        validate_strings=True,
+    )

@@ -39,7 +39,9 @@ def sign_customer_token(signing_key: bytes, customer_id: str, expires_at: int) -
     return f"{expires_at}.{_b64(mac)}"
 
 
-def verify_customer_token(signing_key: bytes, customer_id: str, token: str, *, now: float | None = None) -> bool:
+def verify_customer_token(
+    signing_key: bytes, customer_id: str, token: str, *, now: float | None = None
+) -> bool:
     try:
         expires_text, _mac = token.split(".", 1)
         expires_at = int(expires_text)

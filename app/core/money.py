@@ -7,7 +7,24 @@ from fractions import Fraction
 from app.core.errors import InvalidRequest
 
 # Currencies Stripe settles in, with their minor-unit exponents where they are not 2.
-_ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"}
+_ZERO_DECIMAL = {
+    "bif",
+    "clp",
+    "djf",
+    "gnf",
+    "jpy",
+    "kmf",
+    "krw",
+    "mga",
+    "pyg",
+    "rwf",
+    "ugx",
+    "vnd",
+    "vuv",
+    "xaf",
+    "xof",
+    "xpf",
+}
 _THREE_DECIMAL = {"bhd", "jod", "kwd", "omr", "tnd"}
 SUPPORTED_CURRENCIES = frozenset(
     {
@@ -24,7 +41,9 @@ MAX_AMOUNT = 99_999_999_999  # Stripe's own ceiling for an amount in minor units
 def normalize_currency(code: str, *, param: str = "currency") -> str:
     lowered = code.strip().lower()
     if lowered not in SUPPORTED_CURRENCIES:
-        raise InvalidRequest(f"'{code}' is not a supported ISO 4217 currency code.", code="invalid_currency", param=param)
+        raise InvalidRequest(
+            f"'{code}' is not a supported ISO 4217 currency code.", code="invalid_currency", param=param
+        )
     return lowered
 
 

@@ -30,6 +30,12 @@ class OutboxEvent(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
-def record_change(session: AsyncSession, environment_pk: int, entity_type: str, entity_pk: int, change: str) -> None:
+def record_change(
+    session: AsyncSession, environment_pk: int, entity_type: str, entity_pk: int, change: str
+) -> None:
     """Queue a change notice; it commits or rolls back together with the change itself."""
-    session.add(OutboxEvent(environment_pk=environment_pk, entity_type=entity_type, entity_pk=entity_pk, change=change))
+    session.add(
+        OutboxEvent(
+            environment_pk=environment_pk, entity_type=entity_type, entity_pk=entity_pk, change=change
+        )
+    )

@@ -32,7 +32,9 @@ class CreatedEnvironment(msgspec.Struct, rename="camel"):
 
 async def create_environment(session: AsyncSession, slug: str, name: str | None = None) -> CreatedEnvironment:
     if not SLUG_RE.match(slug):
-        raise InvalidRequest("Environment names are lower-case letters, digits and dashes.", code="invalid_slug")
+        raise InvalidRequest(
+            "Environment names are lower-case letters, digits and dashes.", code="invalid_slug"
+        )
     if await session.scalar(select(Environment.pk).where(Environment.slug == slug)) is not None:
         raise Conflict(f"Environment '{slug}' exists already.", code="environment_exists")
     server_key, publishable_key = new_server_key(), new_publishable_key()
@@ -68,13 +70,19 @@ _KEY_CACHE_SECONDS = 30.0
 
 async def environment_for_server_key(session: AsyncSession, key: str | None) -> EnvironmentRef:
     if not key:
-        raise Unauthorized("Send your environment's server key in the X-API-KEY header.", code="missing_api_key")
+        raise Unauthorized(
+            "Send your environment's server key in the X-API-KEY header.", code="missing_api_key"
+        )
     digest = hash_key(key)
     cached = _key_cache.get(digest)
     now = time.monotonic()
     if cached is not None and cached[1] > now:
         return cached[0]
-    row = (await session.execute(select(Environment.pk, Environment.slug).where(Environment.server_key_hash == digest))).first()
+    row = (
+        await session.execute(
+            select(Environment.pk, Environment.slug).where(Environment.server_key_hash == digest)
+        )
+    ).first()
     if row is None:
         raise Unauthorized("The API key is not valid.", code="invalid_api_key")
     ref = EnvironmentRef(pk=row.pk, slug=row.slug)
@@ -85,7 +93,11 @@ async def environment_for_server_key(session: AsyncSession, key: str | None) -> 
 async def environment_for_publishable_key(session: AsyncSession, key: str | None) -> EnvironmentRef:
     if not key:
         raise Unauthorized("A publishable key is required.", code="missing_publishable_key")
-    row = (await session.execute(select(Environment.pk, Environment.slug).where(Environment.publishable_key == key))).first()
+    row = (
+        await session.execute(
+            select(Environment.pk, Environment.slug).where(Environment.publishable_key == key)
+        )
+    ).first()
     if row is None:
         raise Unauthorized("The publishable key is not valid.", code="invalid_publishable_key")
     return EnvironmentRef(pk=row.pk, slug=row.slug)
