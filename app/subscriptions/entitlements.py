@@ -1,0 +1,425 @@
+"""The entitlement engine: what may this customer use right now?
+
+Effective entitlements are computed from the customer's live subscriptions (see
+aggregation.py for the combination rules and lifecycle.py for when a subscription grants)
+and materialised in `Customer.entitlements_snapshot`, keyed by feature id, with
+`snapshot_valid_until` = the next moment they can change by time alone (a trial end, a
+cancellation, a scheduled change, a future start). A NULL or expired snapshot is recomputed
+on read; every write that affects entitlements sets it to NULL (invalidate). Usage windows
+are not part of the validity: they are derived at read time from the stored reset period and
+anchor, so a month rolling over needs no recompute.
+
+The check (`check_entitlement`) reads the customer row (unique index on environment + id)
+and, for metered features, one usage counter (primary key): two indexed reads, no ORM
+relationship loading.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.catalog.models import (
+    Addon,
+    BillingPeriod,
+    Entitlement,
+    Feature,
+    FeatureType,
+    MeterType,
+    Plan,
+    ResetPeriod,
+    TrialEndBehavior,
+)
+from app.core.errors import not_found
+from app.customers.models import Customer
+from app.db import utcnow
+from app.subscriptions.aggregation import Grant, apply_addons, most_generous, override_chain
+from app.subscriptions.lifecycle import LIVE_STATUSES, SubState, advance, state_of
+from app.subscriptions.models import Subscription, SubscriptionAddon, UsageCounter
+from app.subscriptions.periods import EPOCH, reset_window
+from app.subscriptions.schemas import EntitlementCheck
+
+SNAPSHOT_VERSION = 1
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat()
+
+
+def _grant_for(
+    entitlement: Entitlement, feature: Feature, *, state: SubState, start_date: dt.datetime
+) -> Grant:
+    window: str | None
+    anchor = start_date
+    reset = entitlement.reset_period
+    if (
+        feature.feature_type != FeatureType.METERED
+        or feature.meter_type == MeterType.FLUCTUATING
+        or reset is None
+    ):
+        window = None  # levels (seats) and numbers never reset
+    elif reset == ResetPeriod.BILLING_PERIOD:
+        window = (
+            ResetPeriod.YEAR.value
+            if state.billing_period == BillingPeriod.ANNUALLY
+            else ResetPeriod.MONTH.value
+        )
+        anchor = state.billing_anchor
+    else:
+        window = reset.value
+    return Grant(
+        pk=feature.pk,
+        type=feature.feature_type.value,
+        meter=feature.meter_type.value if feature.meter_type else None,
+        unlimited=entitlement.unlimited,
+        limit=None if entitlement.unlimited else entitlement.usage_limit,
+        soft=entitlement.soft_limit,
+        reset=reset.value if reset else None,
+        window=window,
+        anchor=_iso(anchor) if window else None,
+    )
+
+
+async def _plan_chains(session: AsyncSession, plan_pks: set[int]) -> dict[int, list[int]]:
+    """plan pk -> [root, ..., plan] following parent links (cycle-safe)."""
+    parents: dict[int, int | None] = {}
+    frontier = set(plan_pks)
+    while frontier:
+        rows = (
+            await session.execute(select(Plan.pk, Plan.parent_plan_pk).where(Plan.pk.in_(frontier)))
+        ).tuples()
+        frontier = set()
+        for pk, parent in rows:
+            parents[pk] = parent
+            if parent is not None and parent not in parents:
+                frontier.add(parent)
+    chains: dict[int, list[int]] = {}
+    for pk in plan_pks:
+        chain: list[int] = []
+        current: int | None = pk
+        while current is not None and current not in chain:
+            chain.append(current)
+            current = parents.get(current)
+        chains[pk] = list(reversed(chain))
+    return chains
+
+
+async def compute_entitlements(
+    session: AsyncSession, customer_pk: int, now: dt.datetime
+) -> tuple[dict[str, Grant], dt.datetime | None]:
+    """The customer's effective grants at `now` and until when they hold."""
+    subs = list(
+        (
+            await session.scalars(
+                select(Subscription).where(
+                    Subscription.customer_pk == customer_pk, Subscription.status.in_(LIVE_STATUSES)
+                )
+            )
+        ).all()
+    )
+    if not subs:
+        return {}, None
+    addon_rows: dict[int, list[SubscriptionAddon]] = defaultdict(list)
+    for row in await session.scalars(
+        select(SubscriptionAddon).where(SubscriptionAddon.subscription_pk.in_([s.pk for s in subs]))
+    ):
+        addon_rows[row.subscription_pk].append(row)
+    behaviors = dict(
+        (
+            await session.execute(
+                select(Plan.pk, Plan.trial_end_behavior).where(Plan.pk.in_({s.plan_pk for s in subs}))
+            )
+        ).tuples()
+    )
+    states: list[tuple[SubState, dt.datetime]] = []
+    valid_until: dt.datetime | None = None
+    for sub in subs:
+        state = advance(
+            state_of(sub, addon_rows[sub.pk]),
+            behaviors.get(sub.plan_pk, TrialEndBehavior.CONVERT_TO_PAID),
+            now,
+        )
+        upcoming = state.next_event()
+        if upcoming is not None and (valid_until is None or upcoming < valid_until):
+            valid_until = upcoming
+        if state.grants:
+            states.append((state, sub.start_date))
+    if not states:
+        return {}, valid_until
+
+    chains = await _plan_chains(session, {s.plan_pk for s, _ in states})
+    plan_pks = {pk for chain in chains.values() for pk in chain}
+    addon_pks = {a[0] for s, _ in states for a in s.addons}
+    ent_query = (
+        select(Entitlement, Feature)
+        .join(Feature, Feature.pk == Entitlement.feature_pk)
+        .where(Entitlement.plan_pk.in_(plan_pks) | Entitlement.addon_pk.in_(addon_pks))
+    )
+    by_plan: dict[int, list[tuple[Entitlement, Feature]]] = defaultdict(list)
+    by_addon: dict[int, list[tuple[Entitlement, Feature]]] = defaultdict(list)
+    for ent, feature in (await session.execute(ent_query)).tuples():
+        if ent.plan_pk is not None:
+            by_plan[ent.plan_pk].append((ent, feature))
+        elif ent.addon_pk is not None:
+            by_addon[ent.addon_pk].append((ent, feature))
+
+    per_subscription: list[dict[str, Grant]] = []
+    for state, start_date in states:
+        chain = [
+            {f.ref: _grant_for(e, f, state=state, start_date=start_date) for e, f in by_plan[pk]}
+            for pk in chains[state.plan_pk]
+        ]
+        plan_grants = override_chain(chain)
+        addon_grants = [
+            ({f.ref: _grant_for(e, f, state=state, start_date=start_date) for e, f in by_addon[pk]}, qty)
+            for pk, qty, _ in state.addons
+        ]
+        per_subscription.append(apply_addons(plan_grants, addon_grants))
+    return most_generous(per_subscription), valid_until
+
+
+async def load_grants(
+    session: AsyncSession, environment_pk: int, customer_ref: str, now: dt.datetime
+) -> tuple[int, dict[str, Any]]:
+    """(customer pk, {featureId: grant as JSON dict}) from the snapshot, recomputed if stale."""
+    row = (
+        await session.execute(
+            select(Customer.pk, Customer.entitlements_snapshot, Customer.snapshot_valid_until).where(
+                Customer.environment_pk == environment_pk, Customer.ref == customer_ref
+            )
+        )
+    ).first()
+    if row is None:
+        raise not_found("customer", customer_ref)
+    customer_pk, snapshot, valid_until = row.tuple()
+    if (
+        snapshot is not None
+        and snapshot.get("version") == SNAPSHOT_VERSION
+        and (valid_until is None or valid_until > now)
+    ):
+        return customer_pk, snapshot["features"]
+    return customer_pk, await refresh_snapshot(session, customer_pk, now)
+
+
+async def refresh_snapshot(session: AsyncSession, customer_pk: int, now: dt.datetime) -> dict[str, Any]:
+    grants, valid_until = await compute_entitlements(session, customer_pk, now)
+    features = {ref: msgspec.to_builtins(grant) for ref, grant in sorted(grants.items())}
+    await session.execute(
+        update(Customer)
+        .where(Customer.pk == customer_pk)
+        .values(
+            entitlements_snapshot={
+                "version": SNAPSHOT_VERSION,
+                "computedAt": _iso(now),
+                "features": features,
+            },
+            snapshot_valid_until=valid_until,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return features
+
+
+async def invalidate_customers(session: AsyncSession, customer_pks: Iterable[int]) -> None:
+    pks = sorted(set(customer_pks))
+    if not pks:
+        return
+    await session.execute(
+        update(Customer)
+        .where(Customer.pk.in_(pks))
+        .values(entitlements_snapshot=None, snapshot_valid_until=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def _invalidate_product(session: AsyncSession, product_pk: int | None) -> None:
+    # Coarse on purpose: every customer with a live subscription in the product (plan
+    # children, scheduled changes and add-ons all stay within one product).
+    if product_pk is None:
+        return
+    customers = select(Subscription.customer_pk).where(
+        Subscription.product_pk == product_pk, Subscription.status.in_(LIVE_STATUSES)
+    )
+    await session.execute(
+        update(Customer)
+        .where(Customer.pk.in_(customers))
+        .values(entitlements_snapshot=None, snapshot_valid_until=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def invalidate_entitlements_for_plan(session: AsyncSession, plan_pk: int) -> None:
+    """For the catalog: a plan's entitlements (or a parent's) changed."""
+    await _invalidate_product(
+        session, await session.scalar(select(Plan.product_pk).where(Plan.pk == plan_pk))
+    )
+
+
+async def invalidate_entitlements_for_addon(session: AsyncSession, addon_pk: int) -> None:
+    """For the catalog: an add-on's entitlements changed."""
+    await _invalidate_product(
+        session, await session.scalar(select(Addon.product_pk).where(Addon.pk == addon_pk))
+    )
+
+
+def current_window(grant: dict[str, Any], now: dt.datetime) -> tuple[dt.datetime, dt.datetime | None]:
+    window = grant.get("window")
+    if not window:
+        return EPOCH, None
+    return reset_window(window, dt.datetime.fromisoformat(grant["anchor"]), now)
+
+
+def usage_in_window(value: int, window_start: dt.datetime | None, current_start: dt.datetime) -> int:
+    """A counter last written in an earlier window reads as 0 (it is reset on its next write)."""
+    if window_start is None or window_start < current_start:
+        return 0
+    return value
+
+
+async def _counter(
+    session: AsyncSession, customer_pk: int, feature_pk: int
+) -> tuple[int, dt.datetime | None] | None:
+    row = (
+        await session.execute(
+            select(UsageCounter.value, UsageCounter.window_start).where(
+                UsageCounter.customer_pk == customer_pk, UsageCounter.feature_pk == feature_pk
+            )
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def answer(
+    feature_ref: str,
+    grant: dict[str, Any],
+    *,
+    current_usage: int | None,
+    requested_usage: int | None,
+    window: tuple[dt.datetime, dt.datetime | None] | None,
+) -> EntitlementCheck:
+    """The check's answer for an entitled feature (see `check_entitlement` for the rules)."""
+    feature_type = grant["type"]
+    unlimited = bool(grant.get("unlimited"))
+    limit = grant.get("limit")
+    soft = bool(grant.get("soft"))
+    has_access = True
+    reason: str | None = None
+    exceeded = False
+    if feature_type == FeatureType.METERED:
+        used = (current_usage or 0) + (requested_usage or 0)
+        exceeded = not unlimited and limit is not None and used > limit
+    elif feature_type == FeatureType.NUMBER and requested_usage is not None:
+        exceeded = not unlimited and limit is not None and requested_usage > limit
+    if exceeded and not soft:
+        has_access, reason = False, "UsageLimitExceeded"
+    return EntitlementCheck(
+        feature_id=feature_ref,
+        feature_type=feature_type,
+        has_access=has_access,
+        access_denied_reason=reason,
+        is_unlimited=unlimited,
+        usage_limit=None if unlimited else limit,
+        current_usage=current_usage,
+        requested_usage=requested_usage,
+        has_soft_limit=soft,
+        soft_limit_exceeded=exceeded and soft,
+        reset_period=grant.get("reset"),
+        usage_period_start=window[0] if window and window[0] != EPOCH else None,
+        usage_period_end=window[1] if window else None,
+    )
+
+
+async def check_entitlement(
+    session: AsyncSession,
+    environment_pk: int,
+    customer_ref: str,
+    feature_ref: str,
+    *,
+    requested_usage: int | None = None,
+    now: dt.datetime | None = None,
+) -> EntitlementCheck:
+    """May the customer use the feature (`requestedUsage` more units of it)?
+
+    - METERED: `requestedUsage` defaults to 1 ("may I use one more?"); access when
+      usage + requested ≤ limit, or unlimited. A soft limit keeps access past the limit and
+      reports it (`softLimitExceeded`).
+    - NUMBER: `usageLimit` is the number (e.g. max projects); with `requestedUsage` the
+      answer says whether that many fit.
+    - BOOLEAN: access when any live subscription grants it.
+    An unknown customer is a 404 (customer_not_found), an unknown feature feature_not_found,
+    a known feature without entitlement `hasAccess: false` with NoFeatureEntitlement.
+    """
+    now = now or utcnow()
+    customer_pk, grants = await load_grants(session, environment_pk, customer_ref, now)
+    grant = grants.get(feature_ref)
+    if grant is None:
+        feature = (
+            await session.execute(
+                select(Feature.pk, Feature.feature_type).where(
+                    Feature.environment_pk == environment_pk, Feature.ref == feature_ref
+                )
+            )
+        ).first()
+        if feature is None:
+            raise not_found("feature", feature_ref)
+        metered = feature.feature_type == FeatureType.METERED
+        usage: int | None = None
+        if metered:
+            counter = await _counter(session, customer_pk, feature.pk)
+            usage = usage_in_window(*counter, EPOCH) if counter else 0
+        return EntitlementCheck(
+            feature_id=feature_ref,
+            feature_type=feature.feature_type.value,
+            has_access=False,
+            access_denied_reason="NoFeatureEntitlement",
+            current_usage=usage,
+            requested_usage=(requested_usage if requested_usage is not None else 1)
+            if metered
+            else requested_usage,
+        )
+    if grant["type"] != FeatureType.METERED:
+        return answer(feature_ref, grant, current_usage=None, requested_usage=requested_usage, window=None)
+    window = current_window(grant, now)
+    counter = await _counter(session, customer_pk, grant["pk"])
+    usage = usage_in_window(*counter, window[0]) if counter else 0
+    return answer(
+        feature_ref,
+        grant,
+        current_usage=usage,
+        requested_usage=1 if requested_usage is None else requested_usage,
+        window=window,
+    )
+
+
+async def list_entitlements(
+    session: AsyncSession, environment_pk: int, customer_ref: str, *, now: dt.datetime | None = None
+) -> list[EntitlementCheck]:
+    """Every feature the customer is entitled to, with current usage (no usage requested)."""
+    now = now or utcnow()
+    customer_pk, grants = await load_grants(session, environment_pk, customer_ref, now)
+    counters = {
+        row.feature_pk: (row.value, row.window_start)
+        for row in (
+            await session.execute(
+                select(UsageCounter.feature_pk, UsageCounter.value, UsageCounter.window_start).where(
+                    UsageCounter.customer_pk == customer_pk
+                )
+            )
+        )
+    }
+    result = []
+    for ref, grant in sorted(grants.items()):
+        if grant["type"] == FeatureType.METERED:
+            window = current_window(grant, now)
+            counter = counters.get(grant["pk"])
+            usage = usage_in_window(*counter, window[0]) if counter else 0
+            result.append(answer(ref, grant, current_usage=usage, requested_usage=0, window=window))
+        else:
+            result.append(answer(ref, grant, current_usage=None, requested_usage=None, window=None))
+    return result

@@ -1,0 +1,212 @@
+"""Usage reporting: events for the record, counters for the entitlement check.
+
+One batch (≤ 1,000 reports) costs a constant number of statements: look up the customers
+and features (two IN queries), insert the events in bulk with ON CONFLICT DO NOTHING
+RETURNING (so a repeated idempotency key, even from a concurrent request, changes nothing),
+then upsert one counter row per (customer, feature) of the newly inserted events. The counter
+upsert is atomic in SQL (`value = value + delta`, reset when its window is older), so
+concurrent batches never lose updates. The whole batch is validated before anything is
+written: a bad row rejects the batch with the row's index in `param`.
+
+Windows: a counter stores the start of the usage window its value belongs to (see
+entitlements.current_window). A report timestamped before the current window is stored as an
+event (for billing that closed period) but does not move the current counter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import case, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.catalog.models import Feature, FeatureType
+from app.core.errors import InvalidRequest, NotFound, TollgateError
+from app.customers.models import Customer
+from app.db import utcnow
+from app.subscriptions.entitlements import current_window, load_grants
+from app.subscriptions.models import UsageCounter, UsageEvent, UsageUpdateBehavior
+from app.subscriptions.periods import EPOCH
+from app.subscriptions.schemas import MAX_USAGE_BATCH, ReportUsageResult, UsageOutcome, UsageReport
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _fold(reports: list[tuple[UsageUpdateBehavior, int]]) -> tuple[UsageUpdateBehavior, int]:
+    """Reports of one counter in order, reduced to one SET (if any SET) or one DELTA."""
+    behavior, value = UsageUpdateBehavior.DELTA, 0
+    for kind, amount in reports:
+        if kind == UsageUpdateBehavior.SET:
+            behavior, value = UsageUpdateBehavior.SET, amount
+        else:
+            value += amount
+    return behavior, value
+
+
+async def report_usage(
+    session: AsyncSession, environment_pk: int, usages: list[UsageReport], *, now: dt.datetime | None = None
+) -> ReportUsageResult:
+    now = now or utcnow()
+    if len(usages) > MAX_USAGE_BATCH:
+        raise InvalidRequest(
+            f"At most {MAX_USAGE_BATCH} usage reports per call; got {len(usages)}.",
+            code="batch_too_large",
+            param="usages",
+        )
+    if not usages:
+        return ReportUsageResult(accepted=0, duplicates=0, data=[])
+    seen: set[str] = set()
+    for index, report in enumerate(usages):
+        if not report.idempotency_key or len(report.idempotency_key) > 200:
+            raise InvalidRequest(
+                "idempotencyKey must be 1 to 200 characters.",
+                code="invalid_idempotency_key",
+                param=f"usages[{index}].idempotencyKey",
+            )
+        if report.idempotency_key in seen:
+            raise InvalidRequest(
+                f"The idempotency key '{report.idempotency_key}' appears twice in this batch.",
+                code="duplicate_idempotency_key",
+                param=f"usages[{index}].idempotencyKey",
+            )
+        seen.add(report.idempotency_key)
+        if report.update_behavior == UsageUpdateBehavior.SET and report.value < 0:
+            raise InvalidRequest(
+                "A SET value cannot be negative.", code="invalid_usage_value", param=f"usages[{index}].value"
+            )
+
+    customer_refs = {u.customer_id for u in usages}
+    feature_refs = {u.feature_id for u in usages}
+    customers = dict(
+        (
+            await session.execute(
+                select(Customer.ref, Customer.pk).where(
+                    Customer.environment_pk == environment_pk, Customer.ref.in_(customer_refs)
+                )
+            )
+        ).tuples()
+    )
+    features = {
+        row.ref: row
+        for row in await session.execute(
+            select(Feature.ref, Feature.pk, Feature.feature_type).where(
+                Feature.environment_pk == environment_pk, Feature.ref.in_(feature_refs)
+            )
+        )
+    }
+    for index, report in enumerate(usages):
+        if report.customer_id not in customers:
+            error: TollgateError = NotFound(
+                f"No customer with id '{report.customer_id}' exists in this environment.",
+                code="customer_not_found",
+            )
+            error.param = f"usages[{index}].customerId"
+            raise error
+        feature = features.get(report.feature_id)
+        if feature is None:
+            error = NotFound(
+                f"No feature with id '{report.feature_id}' exists in this environment.",
+                code="feature_not_found",
+            )
+            error.param = f"usages[{index}].featureId"
+            raise error
+        if feature.feature_type != FeatureType.METERED:
+            raise InvalidRequest(
+                f"Feature '{report.feature_id}' is {feature.feature_type.value}; usage is reported for METERED features.",
+                code="feature_not_metered",
+                param=f"usages[{index}].featureId",
+            )
+
+    rows = [
+        {
+            "environment_pk": environment_pk,
+            "customer_pk": customers[u.customer_id],
+            "feature_pk": features[u.feature_id].pk,
+            "value": u.value,
+            "behavior": u.update_behavior,
+            "idempotency_key": u.idempotency_key,
+            "timestamp": min(u.timestamp, now) if u.timestamp else now,
+            "created_at": now,
+        }
+        for u in usages
+    ]
+    statement = (
+        _insert(session, UsageEvent)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["environment_pk", "idempotency_key"])
+        .returning(UsageEvent.idempotency_key)
+    )
+    inserted = set((await session.scalars(statement)).all())
+
+    # Fold the new reports per counter; the window comes from the customer's entitlement.
+    grants_by_customer: dict[int, dict[str, Any]] = {}
+    pending: dict[tuple[int, int], list[tuple[UsageUpdateBehavior, int]]] = defaultdict(list)
+    windows: dict[tuple[int, int], dt.datetime] = {}
+    for report, row in zip(usages, rows, strict=True):
+        if report.idempotency_key not in inserted:
+            continue
+        customer_pk = row["customer_pk"]
+        if customer_pk not in grants_by_customer:
+            grants_by_customer[customer_pk] = (
+                await load_grants(session, environment_pk, report.customer_id, now)
+            )[1]
+        grant = grants_by_customer[customer_pk].get(report.feature_id)
+        window_start = current_window(grant, now)[0] if grant else EPOCH
+        if row["timestamp"] < window_start:
+            continue  # belongs to a closed window: kept as an event only
+        key = (customer_pk, row["feature_pk"])
+        windows[key] = window_start
+        pending[key].append((report.update_behavior, report.value))
+
+    by_behavior: dict[UsageUpdateBehavior, list[dict[str, Any]]] = defaultdict(list)
+    for key, reports in sorted(pending.items()):
+        behavior, value = _fold(reports)
+        by_behavior[behavior].append(
+            {
+                "customer_pk": key[0],
+                "feature_pk": key[1],
+                "value": value,
+                "window_start": windows[key],
+                "updated_at": now,
+            }
+        )
+    for behavior, counter_rows in by_behavior.items():
+        stmt = _insert(session, UsageCounter).values(counter_rows)
+        excluded = stmt.excluded
+        if behavior == UsageUpdateBehavior.SET:
+            value = excluded.value
+        else:
+            stale = (UsageCounter.window_start.is_(None)) | (
+                UsageCounter.window_start < excluded.window_start
+            )
+            value = case((stale, excluded.value), else_=UsageCounter.value + excluded.value)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["customer_pk", "feature_pk"],
+            set_={
+                "value": value,
+                "window_start": case(
+                    (UsageCounter.window_start.is_(None), excluded.window_start),
+                    (UsageCounter.window_start < excluded.window_start, excluded.window_start),
+                    else_=UsageCounter.window_start,
+                ),
+                "updated_at": excluded.updated_at,
+            },
+        )
+        await session.execute(stmt)
+
+    outcomes = [
+        UsageOutcome(
+            idempotency_key=u.idempotency_key,
+            customer_id=u.customer_id,
+            feature_id=u.feature_id,
+            applied=u.idempotency_key in inserted,
+        )
+        for u in usages
+    ]
+    return ReportUsageResult(accepted=len(inserted), duplicates=len(usages) - len(inserted), data=outcomes)
