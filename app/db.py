@@ -100,6 +100,12 @@ class Database:
         await self.engine.dispose()
 
 
+async def pairs(session: AsyncSession, statement: Any) -> dict[Any, Any]:
+    """{first column: second column} of a two-column select."""
+    result = await session.execute(statement)
+    return dict(result.all())  # type: ignore[arg-type]  # rows of two columns are (key, value) pairs
+
+
 async def provide_db_session(database: Database) -> AsyncGenerator[AsyncSession, None]:
     """Litestar dependency: the request's session, committed once the response is ready."""
     async with database.session() as session:

@@ -19,9 +19,9 @@ _PREFIX = "v1."
 
 class SecretBox:
     def __init__(self, master_secret: str) -> None:
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"tollgate secrets at rest v1").derive(
-            master_secret.encode()
-        )
+        key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"tollgate secrets at rest v1"
+        ).derive(master_secret.encode())
         self._aead = AESGCM(key)
 
     def encrypt(self, plaintext: str, *, purpose: str) -> str:

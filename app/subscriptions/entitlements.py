@@ -38,7 +38,7 @@ from app.catalog.models import (
 )
 from app.core.errors import not_found
 from app.customers.models import Customer
-from app.db import utcnow
+from app.db import pairs, utcnow
 from app.subscriptions.aggregation import Grant, apply_addons, most_generous, override_chain
 from app.subscriptions.lifecycle import LIVE_STATUSES, SubState, advance, state_of
 from app.subscriptions.models import Subscription, SubscriptionAddon, UsageCounter
@@ -93,7 +93,7 @@ async def _plan_chains(session: AsyncSession, plan_pks: set[int]) -> dict[int, l
     while frontier:
         rows = (
             await session.execute(select(Plan.pk, Plan.parent_plan_pk).where(Plan.pk.in_(frontier)))
-        ).tuples()
+        ).all()
         frontier = set()
         for pk, parent in rows:
             parents[pk] = parent
@@ -130,12 +130,8 @@ async def compute_entitlements(
         select(SubscriptionAddon).where(SubscriptionAddon.subscription_pk.in_([s.pk for s in subs]))
     ):
         addon_rows[row.subscription_pk].append(row)
-    behaviors = dict(
-        (
-            await session.execute(
-                select(Plan.pk, Plan.trial_end_behavior).where(Plan.pk.in_({s.plan_pk for s in subs}))
-            )
-        ).tuples()
+    behaviors = await pairs(
+        session, select(Plan.pk, Plan.trial_end_behavior).where(Plan.pk.in_({s.plan_pk for s in subs}))
     )
     states: list[tuple[SubState, dt.datetime]] = []
     valid_until: dt.datetime | None = None
@@ -163,7 +159,7 @@ async def compute_entitlements(
     )
     by_plan: dict[int, list[tuple[Entitlement, Feature]]] = defaultdict(list)
     by_addon: dict[int, list[tuple[Entitlement, Feature]]] = defaultdict(list)
-    for ent, feature in (await session.execute(ent_query)).tuples():
+    for ent, feature in (await session.execute(ent_query)).all():
         if ent.plan_pk is not None:
             by_plan[ent.plan_pk].append((ent, feature))
         elif ent.addon_pk is not None:

@@ -53,7 +53,7 @@ from app.core.errors import Conflict, InvalidRequest, TollgateError, Unprocessab
 from app.core.outbox import record_change
 from app.core.pagination import DEFAULT_LIMIT, Page, paginate
 from app.customers.models import Customer
-from app.db import utcnow
+from app.db import pairs, utcnow
 from app.subscriptions import pricing
 from app.subscriptions.entitlements import invalidate_customers
 from app.subscriptions.lifecycle import LIVE_STATUSES, advance, state_of, store_state, sync_addon_rows
@@ -236,10 +236,8 @@ async def build_config(
     feature_pks = {c.feature_pk for c in charges if c.feature_pk is not None}
     feature_refs: dict[int, str] = {}
     if feature_pks:
-        feature_refs = dict(
-            (
-                await session.execute(select(Feature.pk, Feature.ref).where(Feature.pk.in_(feature_pks)))
-            ).tuples()
+        feature_refs = await pairs(
+            session, select(Feature.pk, Feature.ref).where(Feature.pk.in_(feature_pks))
         )
 
     # Unit quantities: every PER_UNIT / TIERED charge needs one (default: its minimum or 1).
@@ -516,10 +514,8 @@ async def _config_of(
     """The subscription's current configuration, at the price versions it was sold at."""
     plan_ref = await session.scalar(select(Plan.ref).where(Plan.pk == sub.plan_pk))
     rows = await _addon_rows(session, sub)
-    addon_refs = dict(
-        (
-            await session.execute(select(Addon.pk, Addon.ref).where(Addon.pk.in_([r.addon_pk for r in rows])))
-        ).tuples()
+    addon_refs = await pairs(
+        session, select(Addon.pk, Addon.ref).where(Addon.pk.in_([r.addon_pk for r in rows]))
     )
     config = await build_config(
         session,
@@ -613,7 +609,10 @@ async def render(session: AsyncSession, subs: Sequence[Subscription]) -> list[Su
         keys = {k for k in keys if k is not None}
         if not keys:
             return {}
-        return dict((await session.execute(select(model.pk, model.ref).where(model.pk.in_(keys)))).tuples())
+        return {
+            pk: ref
+            for pk, ref in await session.execute(select(model.pk, model.ref).where(model.pk.in_(keys)))
+        }
 
     customers = await refs(Customer, {s.customer_pk for s in subs})
     products = await refs(Product, {s.product_pk for s in subs})

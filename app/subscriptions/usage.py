@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.catalog.models import Feature, FeatureType
 from app.core.errors import InvalidRequest, NotFound, TollgateError
 from app.customers.models import Customer
-from app.db import utcnow
+from app.db import pairs, utcnow
 from app.subscriptions.entitlements import current_window, load_grants
 from app.subscriptions.models import UsageCounter, UsageEvent, UsageUpdateBehavior
 from app.subscriptions.periods import EPOCH
@@ -83,14 +83,11 @@ async def report_usage(
 
     customer_refs = {u.customer_id for u in usages}
     feature_refs = {u.feature_id for u in usages}
-    customers = dict(
-        (
-            await session.execute(
-                select(Customer.ref, Customer.pk).where(
-                    Customer.environment_pk == environment_pk, Customer.ref.in_(customer_refs)
-                )
-            )
-        ).tuples()
+    customers = await pairs(
+        session,
+        select(Customer.ref, Customer.pk).where(
+            Customer.environment_pk == environment_pk, Customer.ref.in_(customer_refs)
+        ),
     )
     features = {
         row.ref: row
