@@ -59,6 +59,8 @@ class TimestampedBase(Base):
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event (below) start transactions instead of the driver.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets readers run beside the single writer; busy_timeout queues writers instead of failing.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -66,6 +68,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin_immediate(conn: Any) -> None:
+    # Take the write lock up front. A deferred transaction that reads and then writes cannot
+    # wait for the lock (SQLite answers "database is locked" at once); this one queues behind
+    # busy_timeout instead. The hot reads do not use sessions, so this costs them nothing.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -77,6 +86,7 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
             json_deserializer=msgspec.json.decode,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
     return create_async_engine(
         database_url,
