@@ -76,7 +76,7 @@ class _AnnotationParser:
         while self.peek() == "|":
             self.take()
             members.append(self.atom())
-        return members[0] if len(members) == 1 else Spec("union", members=tuple(members))
+        return _union(members)
 
     def arguments(self) -> list[Spec]:
         args: list[Spec] = []
@@ -117,6 +117,19 @@ class _AnnotationParser:
         return Spec("any")
 
 
+def _union(members: list[Spec]) -> Spec:
+    """The SDK types enums as `Literal[...] | str` for forward compatibility; Stripe itself
+    accepts only the listed values, so the catch-all `str` is dropped beside a string enum."""
+    has_enum = any(m.kind == "enum" and any(isinstance(v, str) and v for v in m.values) for m in members)
+    if has_enum:
+        members = [m for m in members if m.kind != "str"]
+    enums = [m for m in members if m.kind == "enum"]
+    if len(enums) > 1:
+        merged = Spec("enum", values=tuple(v for m in enums for v in m.values))
+        members = [merged, *(m for m in members if m.kind != "enum")]
+    return members[0] if len(members) == 1 else Spec("union", members=tuple(members))
+
+
 def _spec_from_annotation(annotation: Any, module: Any) -> Spec:
     if isinstance(annotation, ForwardRef):
         annotation = annotation.__forward_arg__
@@ -131,7 +144,7 @@ def _spec_from_annotation(annotation: Any, module: Any) -> Spec:
     if origin is dict:
         return Spec("dict", item=_spec_from_annotation(args[1], module))
     if origin is typing.Union:
-        return Spec("union", members=tuple(_spec_from_annotation(a, module) for a in args))
+        return _union([_spec_from_annotation(a, module) for a in args])
     if origin is Literal:
         return Spec("enum", values=args)
     if annotation is type(None):

@@ -459,7 +459,7 @@ def tax_settings(ctx: Ctx) -> dict[str, Any]:
             defaults={"tax_behavior": None, "tax_code": None, "provider": "stripe"},
             head_office=None,
             status="pending",
-            status_details={"pending": {"missing_fields": ["head_office"]}},
+            status_details={"active": None, "pending": {"missing_fields": ["head_office"]}},
         )
     return settings
 
@@ -484,7 +484,7 @@ def update_tax_settings(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> 
         }
     if settings.get("head_office") and settings["head_office"]["address"].get("country"):
         settings["status"] = "active"
-        settings["status_details"] = {"active": {}}
+        settings["status_details"] = {"active": {}, "pending": None}
     ctx.store.put(ctx.account, "tax.settings", settings, TAX_SETTINGS_ID)
     ctx.emit("tax.settings.updated", settings, changed_fields(before, settings))
     return settings
