@@ -9,7 +9,7 @@ def test_lists_page_newest_first(client: stripe.StripeClient) -> None:
     created = [client.v1.products.create(params={"name": f"P{n}"}).id for n in range(7)]
     newest_first = list(reversed(created))
     page = client.v1.products.list(params={"limit": 3})
-    assert page.object == "list"
+    assert page["object"] == "list"
     assert page.url == "/v1/products"
     assert page.has_more is True
     assert [p.id for p in page.data] == newest_first[:3]
