@@ -298,9 +298,9 @@ def test_automatic_tax_when_stripe_tax_is_active(client: stripe.StripeClient) ->
             }
         },
     )
-    assert (
-        client.v1.customers.retrieve(customer.id, params={"expand": ["tax"]}).tax.automatic_tax == "supported"
-    )  # type: ignore[union-attr]
+    customer_tax = client.v1.customers.retrieve(customer.id, params={"expand": ["tax"]}).tax
+    assert customer_tax is not None
+    assert customer_tax.automatic_tax == "supported"
     untaxed = client.v1.subscriptions.create(
         params={
             "customer": customer.id,
