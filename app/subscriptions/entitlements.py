@@ -44,6 +44,7 @@ from app.subscriptions.lifecycle import LIVE_STATUSES, SubState, advance, state_
 from app.subscriptions.models import Subscription, SubscriptionAddon, UsageCounter
 from app.subscriptions.periods import EPOCH, reset_window
 from app.subscriptions.schemas import EntitlementCheck
+from app.subscriptions.sql import pairs as _pairs
 
 SNAPSHOT_VERSION = 1
 
@@ -91,9 +92,7 @@ async def _plan_chains(session: AsyncSession, plan_pks: set[int]) -> dict[int, l
     parents: dict[int, int | None] = {}
     frontier = set(plan_pks)
     while frontier:
-        rows = (
-            await session.execute(select(Plan.pk, Plan.parent_plan_pk).where(Plan.pk.in_(frontier)))
-        ).tuples()
+        rows = await session.execute(select(Plan.pk, Plan.parent_plan_pk).where(Plan.pk.in_(frontier)))
         frontier = set()
         for pk, parent in rows:
             parents[pk] = parent
@@ -130,12 +129,10 @@ async def compute_entitlements(
         select(SubscriptionAddon).where(SubscriptionAddon.subscription_pk.in_([s.pk for s in subs]))
     ):
         addon_rows[row.subscription_pk].append(row)
-    behaviors = dict(
-        (
-            await session.execute(
-                select(Plan.pk, Plan.trial_end_behavior).where(Plan.pk.in_({s.plan_pk for s in subs}))
-            )
-        ).tuples()
+    behaviors = _pairs(
+        await session.execute(
+            select(Plan.pk, Plan.trial_end_behavior).where(Plan.pk.in_({s.plan_pk for s in subs}))
+        )
     )
     states: list[tuple[SubState, dt.datetime]] = []
     valid_until: dt.datetime | None = None
@@ -163,7 +160,7 @@ async def compute_entitlements(
     )
     by_plan: dict[int, list[tuple[Entitlement, Feature]]] = defaultdict(list)
     by_addon: dict[int, list[tuple[Entitlement, Feature]]] = defaultdict(list)
-    for ent, feature in (await session.execute(ent_query)).tuples():
+    for ent, feature in await session.execute(ent_query):
         if ent.plan_pk is not None:
             by_plan[ent.plan_pk].append((ent, feature))
         elif ent.addon_pk is not None:
@@ -197,7 +194,7 @@ async def load_grants(
     ).first()
     if row is None:
         raise not_found("customer", customer_ref)
-    customer_pk, snapshot, valid_until = row.tuple()
+    customer_pk, snapshot, valid_until = row[0], row[1], row[2]
     if (
         snapshot is not None
         and snapshot.get("version") == SNAPSHOT_VERSION

@@ -28,6 +28,7 @@ from app.catalog.models import BillingPeriod, Plan, TrialEndBehavior
 from app.core.outbox import record_change
 from app.subscriptions.models import Subscription, SubscriptionAddon, SubscriptionStatus
 from app.subscriptions.periods import billing_period_window
+from app.subscriptions.sql import pairs as _pairs
 
 S = SubscriptionStatus
 LIVE_STATUSES = (S.NOT_STARTED, S.IN_TRIAL, S.ACTIVE, S.PAYMENT_PENDING)
@@ -243,12 +244,10 @@ async def advance_subscriptions(session: AsyncSession, now: dt.datetime, *, limi
     subs = list((await session.scalars(query)).all())
     if not subs:
         return 0
-    behaviors = dict(
-        (
-            await session.execute(
-                select(Plan.pk, Plan.trial_end_behavior).where(Plan.pk.in_({s.plan_pk for s in subs}))
-            )
-        ).tuples()
+    behaviors = _pairs(
+        await session.execute(
+            select(Plan.pk, Plan.trial_end_behavior).where(Plan.pk.in_({s.plan_pk for s in subs}))
+        )
     )
     changed_customers: set[int] = set()
     count = 0

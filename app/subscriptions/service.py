@@ -73,6 +73,7 @@ from app.subscriptions.schemas import (
     UnitQuantityOut,
     UpdateRequest,
 )
+from app.subscriptions.sql import pairs as _pairs
 
 S = SubscriptionStatus
 ChangeType = Literal["NEW", "UPGRADE", "DOWNGRADE", "NO_CHANGE"]
@@ -236,10 +237,8 @@ async def build_config(
     feature_pks = {c.feature_pk for c in charges if c.feature_pk is not None}
     feature_refs: dict[int, str] = {}
     if feature_pks:
-        feature_refs = dict(
-            (
-                await session.execute(select(Feature.pk, Feature.ref).where(Feature.pk.in_(feature_pks)))
-            ).tuples()
+        feature_refs = _pairs(
+            await session.execute(select(Feature.pk, Feature.ref).where(Feature.pk.in_(feature_pks)))
         )
 
     # Unit quantities: every PER_UNIT / TIERED charge needs one (default: its minimum or 1).
@@ -516,10 +515,8 @@ async def _config_of(
     """The subscription's current configuration, at the price versions it was sold at."""
     plan_ref = await session.scalar(select(Plan.ref).where(Plan.pk == sub.plan_pk))
     rows = await _addon_rows(session, sub)
-    addon_refs = dict(
-        (
-            await session.execute(select(Addon.pk, Addon.ref).where(Addon.pk.in_([r.addon_pk for r in rows])))
-        ).tuples()
+    addon_refs = _pairs(
+        await session.execute(select(Addon.pk, Addon.ref).where(Addon.pk.in_([r.addon_pk for r in rows])))
     )
     config = await build_config(
         session,
@@ -613,7 +610,7 @@ async def render(session: AsyncSession, subs: Sequence[Subscription]) -> list[Su
         keys = {k for k in keys if k is not None}
         if not keys:
             return {}
-        return dict((await session.execute(select(model.pk, model.ref).where(model.pk.in_(keys)))).tuples())
+        return _pairs(await session.execute(select(model.pk, model.ref).where(model.pk.in_(keys))))
 
     customers = await refs(Customer, {s.customer_pk for s in subs})
     products = await refs(Product, {s.product_pk for s in subs})

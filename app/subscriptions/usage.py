@@ -31,6 +31,7 @@ from app.subscriptions.entitlements import current_window, load_grants
 from app.subscriptions.models import UsageCounter, UsageEvent, UsageUpdateBehavior
 from app.subscriptions.periods import EPOCH
 from app.subscriptions.schemas import MAX_USAGE_BATCH, ReportUsageResult, UsageOutcome, UsageReport
+from app.subscriptions.sql import pairs as _pairs
 
 
 def _insert(session: AsyncSession, table: Any) -> Any:
@@ -83,14 +84,12 @@ async def report_usage(
 
     customer_refs = {u.customer_id for u in usages}
     feature_refs = {u.feature_id for u in usages}
-    customers = dict(
-        (
-            await session.execute(
-                select(Customer.ref, Customer.pk).where(
-                    Customer.environment_pk == environment_pk, Customer.ref.in_(customer_refs)
-                )
+    customers = _pairs(
+        await session.execute(
+            select(Customer.ref, Customer.pk).where(
+                Customer.environment_pk == environment_pk, Customer.ref.in_(customer_refs)
             )
-        ).tuples()
+        )
     )
     features = {
         row.ref: row
