@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-from sqlalchemy import select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.models import (
@@ -36,7 +36,7 @@ from app.catalog.models import (
     ResetPeriod,
     TrialEndBehavior,
 )
-from app.core.errors import not_found
+from app.core.errors import InvalidRequest, not_found
 from app.customers.models import Customer
 from app.db import utcnow
 from app.subscriptions.aggregation import Grant, apply_addons, most_generous, override_chain
@@ -272,9 +272,9 @@ def current_window(grant: dict[str, Any], now: dt.datetime) -> tuple[dt.datetime
     return reset_window(window, dt.datetime.fromisoformat(grant["anchor"]), now)
 
 
-def usage_in_window(value: int, window_start: dt.datetime | None, current_start: dt.datetime) -> int:
+def usage_in_window(value: int | None, window_start: dt.datetime | None, current_start: dt.datetime) -> int:
     """A counter last written in an earlier window reads as 0 (it is reset on its next write)."""
-    if window_start is None or window_start < current_start:
+    if value is None or window_start is None or window_start < current_start:
         return 0
     return value
 
@@ -353,45 +353,79 @@ async def check_entitlement(
     a known feature without entitlement `hasAccess: false` with NoFeatureEntitlement.
     """
     now = now or utcnow()
-    customer_pk, grants = await load_grants(session, environment_pk, customer_ref, now)
+    if requested_usage is not None and requested_usage < 0:
+        raise InvalidRequest(
+            "requestedUsage cannot be negative.", code="invalid_request", param="requestedUsage"
+        )
+    # One round trip: customer (unique index), feature (unique index), counter (primary key).
+    row = (
+        await (await session.connection()).execute(
+            _CHECK_QUERY, {"env": environment_pk, "customer": customer_ref, "feature": feature_ref}
+        )
+    ).first()
+    if row is None:
+        raise not_found("customer", customer_ref)
+    customer_pk, snapshot, valid_until, feature_pk, feature_type, value, window_start = row
+    if feature_pk is None:
+        raise not_found("feature", feature_ref)
+    if (
+        snapshot is None
+        or snapshot.get("version") != SNAPSHOT_VERSION
+        or (valid_until is not None and valid_until <= now)
+    ):
+        grants = await refresh_snapshot(session, customer_pk, now)
+    else:
+        grants = snapshot["features"]
     grant = grants.get(feature_ref)
+    metered = feature_type == FeatureType.METERED
     if grant is None:
-        feature = (
-            await session.execute(
-                select(Feature.pk, Feature.feature_type).where(
-                    Feature.environment_pk == environment_pk, Feature.ref == feature_ref
-                )
-            )
-        ).first()
-        if feature is None:
-            raise not_found("feature", feature_ref)
-        metered = feature.feature_type == FeatureType.METERED
-        usage: int | None = None
-        if metered:
-            counter = await _counter(session, customer_pk, feature.pk)
-            usage = usage_in_window(*counter, EPOCH) if counter else 0
         return EntitlementCheck(
             feature_id=feature_ref,
-            feature_type=feature.feature_type.value,
+            feature_type=str(feature_type),
             has_access=False,
             access_denied_reason="NoFeatureEntitlement",
-            current_usage=usage,
-            requested_usage=(requested_usage if requested_usage is not None else 1)
+            current_usage=usage_in_window(value, window_start, EPOCH) if metered else None,
+            requested_usage=(1 if requested_usage is None else requested_usage)
             if metered
             else requested_usage,
         )
-    if grant["type"] != FeatureType.METERED:
+    if not metered:
         return answer(feature_ref, grant, current_usage=None, requested_usage=requested_usage, window=None)
     window = current_window(grant, now)
-    counter = await _counter(session, customer_pk, grant["pk"])
-    usage = usage_in_window(*counter, window[0]) if counter else 0
     return answer(
         feature_ref,
         grant,
-        current_usage=usage,
+        current_usage=usage_in_window(value or 0, window_start, window[0]),
         requested_usage=1 if requested_usage is None else requested_usage,
         window=window,
     )
+
+
+_customers = Customer.__table__
+_features = Feature.__table__
+_counters = UsageCounter.__table__
+_CHECK_QUERY = (
+    select(
+        _customers.c.pk,
+        _customers.c.entitlements_snapshot,
+        _customers.c.snapshot_valid_until,
+        _features.c.pk,
+        _features.c.feature_type,
+        _counters.c.value,
+        _counters.c.window_start,
+    )
+    .select_from(_customers)
+    .outerjoin(
+        _features,
+        and_(
+            _features.c.environment_pk == _customers.c.environment_pk, _features.c.ref == bindparam("feature")
+        ),
+    )
+    .outerjoin(
+        _counters, and_(_counters.c.customer_pk == _customers.c.pk, _counters.c.feature_pk == _features.c.pk)
+    )
+    .where(_customers.c.environment_pk == bindparam("env"), _customers.c.ref == bindparam("customer"))
+)
 
 
 async def list_entitlements(

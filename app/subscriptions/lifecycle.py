@@ -272,3 +272,9 @@ async def advance_subscriptions(session: AsyncSession, now: dt.datetime, *, limi
     await session.flush()
     await invalidate_customers(session, changed_customers)
     return count
+
+
+async def advance_subscriptions_job(database: Any, now: dt.datetime) -> int:
+    """Worker job (app.worker.Job signature): one bounded batch in its own transaction."""
+    async with database.session() as session:
+        return await advance_subscriptions(session, now)
