@@ -187,30 +187,50 @@ async def load_grants(
     """(customer pk, {featureId: grant as JSON dict}) from the snapshot, recomputed if stale."""
     row = (
         await session.execute(
-            select(Customer.pk, Customer.entitlements_snapshot, Customer.snapshot_valid_until).where(
-                Customer.environment_pk == environment_pk, Customer.ref == customer_ref
-            )
+            select(
+                Customer.pk,
+                Customer.entitlements_snapshot,
+                Customer.snapshot_valid_until,
+                Customer.updated_at,
+            ).where(Customer.environment_pk == environment_pk, Customer.ref == customer_ref)
         )
     ).first()
     if row is None:
         raise not_found("customer", customer_ref)
-    customer_pk, snapshot, valid_until = row[0], row[1], row[2]
-    if (
+    customer_pk, snapshot, valid_until, seen = row[0], row[1], row[2], row[3]
+    if snapshot is not None and _fresh(snapshot, valid_until, now):
+        return customer_pk, snapshot["features"]
+    return customer_pk, await refresh_snapshot(session, customer_pk, now, seen=seen)
+
+
+def _fresh(snapshot: dict[str, Any] | None, valid_until: dt.datetime | None, now: dt.datetime) -> bool:
+    return (
         snapshot is not None
         and snapshot.get("version") == SNAPSHOT_VERSION
         and (valid_until is None or valid_until > now)
-    ):
-        return customer_pk, snapshot["features"]
-    return customer_pk, await refresh_snapshot(session, customer_pk, now)
+    )
 
 
-async def refresh_snapshot(session: AsyncSession, customer_pk: int, now: dt.datetime) -> dict[str, Any]:
+async def refresh_snapshot(
+    session: AsyncSession, customer_pk: int, now: dt.datetime, *, seen: dt.datetime | None = None
+) -> dict[str, Any]:
+    """Recompute and store the snapshot.
+
+    Every invalidation is an UPDATE of the customer row, which moves `updated_at`. The
+    snapshot is stored only if `updated_at` is still the value read before computing
+    (`seen`): a computation that raced a concurrent subscription change is answered once but
+    never persisted over the newer invalidation. Storing keeps `updated_at` unchanged.
+    """
     grants, valid_until = await compute_entitlements(session, customer_pk, now)
     features = {ref: msgspec.to_builtins(grant) for ref, grant in sorted(grants.items())}
+    condition = Customer.pk == customer_pk
+    if seen is not None:
+        condition = condition & (Customer.updated_at == seen)
     await session.execute(
         update(Customer)
-        .where(Customer.pk == customer_pk)
+        .where(condition)
         .values(
+            updated_at=Customer.updated_at,
             entitlements_snapshot={
                 "version": SNAPSHOT_VERSION,
                 "computedAt": _iso(now),
@@ -365,17 +385,12 @@ async def check_entitlement(
     ).first()
     if row is None:
         raise not_found("customer", customer_ref)
-    customer_pk, snapshot, valid_until, feature_pk, feature_type, value, window_start = row
+    customer_pk, snapshot, valid_until, seen, feature_pk, feature_type, value, window_start = row
     if feature_pk is None:
         raise not_found("feature", feature_ref)
-    if (
-        snapshot is None
-        or snapshot.get("version") != SNAPSHOT_VERSION
-        or (valid_until is not None and valid_until <= now)
-    ):
-        grants = await refresh_snapshot(session, customer_pk, now)
-    else:
-        grants = snapshot["features"]
+    grants = snapshot["features"] if snapshot is not None and _fresh(snapshot, valid_until, now) else None
+    if grants is None:
+        grants = await refresh_snapshot(session, customer_pk, now, seen=seen)
     grant = grants.get(feature_ref)
     metered = feature_type == FeatureType.METERED
     if grant is None:
@@ -409,6 +424,7 @@ _CHECK_QUERY = (
         _customers.c.pk,
         _customers.c.entitlements_snapshot,
         _customers.c.snapshot_valid_until,
+        _customers.c.updated_at,
         _features.c.pk,
         _features.c.feature_type,
         _counters.c.value,

@@ -465,20 +465,22 @@ def classify(old: Config, old_priced: Priced, new: Config, new_priced: Priced) -
 
 
 async def _customer(
-    session: AsyncSession, environment_pk: int, ref: str, *, param: str = "customerId"
+    session: AsyncSession, environment_pk: int, ref: str, *, param: str = "customerId", lock: bool = False
 ) -> Customer:
-    customer = await session.scalar(
-        select(Customer).where(Customer.environment_pk == environment_pk, Customer.ref == ref)
-    )
+    query = select(Customer).where(Customer.environment_pk == environment_pk, Customer.ref == ref)
+    # Provisioning locks the customer (PostgreSQL) so two concurrent requests cannot both
+    # create "the" subscription of a product; SQLite has a single writer anyway.
+    customer = await session.scalar(query.with_for_update() if lock else query)
     if customer is None:
         raise _not_found("customer", ref, param)
     return customer
 
 
-async def _subscription(session: AsyncSession, environment_pk: int, ref: str) -> Subscription:
-    sub = await session.scalar(
-        select(Subscription).where(Subscription.environment_pk == environment_pk, Subscription.ref == ref)
-    )
+async def _subscription(
+    session: AsyncSession, environment_pk: int, ref: str, *, lock: bool = False
+) -> Subscription:
+    query = select(Subscription).where(Subscription.environment_pk == environment_pk, Subscription.ref == ref)
+    sub = await session.scalar(query.with_for_update() if lock else query)
     if sub is None:
         raise not_found("subscription", ref)
     return sub
@@ -747,7 +749,7 @@ async def provision_subscription(
     payment_gate: PaymentGate | None = None,
 ) -> ProvisionResult:
     now = now or utcnow()
-    customer = await _customer(session, environment_pk, request.customer_id)
+    customer = await _customer(session, environment_pk, request.customer_id, lock=True)
     config = await build_config(
         session,
         environment_pk,
@@ -839,7 +841,7 @@ async def activate_subscription(session: AsyncSession, sub: Subscription, now: d
 async def _live_subscription(
     session: AsyncSession, environment_pk: int, ref: str, now: dt.datetime
 ) -> Subscription:
-    sub = await _subscription(session, environment_pk, ref)
+    sub = await _subscription(session, environment_pk, ref, lock=True)
     await _catch_up(session, sub, now)
     if sub.status not in LIVE_STATUSES:
         raise _error(
@@ -946,8 +948,13 @@ async def cancel_scheduled_change(
     return await _render_one(session, sub)
 
 
-async def get_subscription(session: AsyncSession, environment_pk: int, ref: str) -> SubscriptionOut:
-    return await _render_one(session, await _subscription(session, environment_pk, ref))
+async def get_subscription(
+    session: AsyncSession, environment_pk: int, ref: str, *, now: dt.datetime | None = None
+) -> SubscriptionOut:
+    sub = await _subscription(session, environment_pk, ref)
+    # Show the subscription as it is now, even if the worker has not caught up yet.
+    await _catch_up(session, sub, now or utcnow())
+    return await _render_one(session, sub)
 
 
 async def list_subscriptions(
