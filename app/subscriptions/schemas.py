@@ -179,7 +179,7 @@ class LineItem(Camel):
 
 
 class PreviewResult(Camel):
-    change_type: Literal["NEW", "UPGRADE", "DOWNGRADE", "NO_CHANGE"]
+    change_type: Literal["NEW", "UPGRADE", "DOWNGRADE", "BILLING_PERIOD_CHANGE", "NO_CHANGE"]
     currency: str | None
     billing_period: BillingPeriod
     effective_at: dt.datetime

@@ -76,7 +76,7 @@ from app.subscriptions.schemas import (
 from app.subscriptions.sql import pairs as _pairs
 
 S = SubscriptionStatus
-ChangeType = Literal["NEW", "UPGRADE", "DOWNGRADE", "NO_CHANGE"]
+ChangeType = Literal["NEW", "UPGRADE", "DOWNGRADE", "BILLING_PERIOD_CHANGE", "NO_CHANGE"]
 
 
 class PaymentGate(Protocol):
@@ -125,7 +125,8 @@ class Config:
         return (
             self.plan.pk == other.plan.pk
             and self.billing_period == other.billing_period
-            and sorted(self.addon_tuples()) == sorted(other.addon_tuples())
+            # Price versions are left out: staying on a plan is not a change because it was repriced.
+            and sorted(a[:2] for a in self.addon_tuples()) == sorted(a[:2] for a in other.addon_tuples())
             and self.unit_quantities == other.unit_quantities
         )
 
@@ -452,7 +453,7 @@ def classify(old: Config, old_priced: Priced, new: Config, new_priced: Priced) -
     if new.same_as(old):
         return "NO_CHANGE"
     if new.billing_period != old.billing_period:
-        return "DOWNGRADE"  # billing-period changes wait for the period end, like downgrades
+        return "BILLING_PERIOD_CHANGE"  # waits for the period end, like a downgrade
     old_m, new_m = old_priced.monthly(old.billing_period), new_priced.monthly(new.billing_period)
     if new_m != old_m:
         return "UPGRADE" if new_m > old_m else "DOWNGRADE"
@@ -709,13 +710,22 @@ async def _change(
     *,
     metadata: dict[str, Any] | None,
     coupon_given: bool,
+    resume: bool = False,
 ) -> ProvisionResult:
+    """Move a live subscription to `new` (see the module docstring for when it takes effect).
+
+    `resume` (provisioning): asking for a product one already has means keeping it, so a
+    pending cancellation and, when nothing else changes, a pending downgrade are dropped.
+    """
     old = await _config_of(session, sub.environment_pk, sub, customer)
     kind = classify(old, price_config(old), new, price_config(new))
     if coupon_given:
         sub.coupon_pk = new.coupon.pk if new.coupon else None
     if metadata is not None:
         sub.metadata_ = metadata
+    if resume and sub.cancel_at is not None:
+        sub.cancel_at = None
+        sub.canceled_at = None
     status: Literal["SUCCESS", "SCHEDULED"] = "SUCCESS"
     if sub.status == S.IN_TRIAL and kind != "NO_CHANGE":
         # Changing plans ends the trial: the new configuration starts a fresh period now.
@@ -726,9 +736,9 @@ async def _change(
         sub.billing_anchor = now
         sub.current_period_start, sub.current_period_end = billing_period_window(now, new.billing_period, now)
     elif kind == "NO_CHANGE":
-        # Asking for what one has keeps it: a pending downgrade is dropped.
-        sub.scheduled_change = None
-        sub.scheduled_at = None
+        if resume:
+            sub.scheduled_change = None
+            sub.scheduled_at = None
     elif kind == "UPGRADE":
         await _apply_now(session, sub, new)
     else:
@@ -770,6 +780,7 @@ async def provision_subscription(
             now,
             metadata=request.metadata,
             coupon_given=request.coupon_id is not None,
+            resume=True,
         )
 
     ref = request.subscription_id or f"sub_{uuid.uuid4().hex[:24]}"
@@ -820,6 +831,9 @@ async def provision_subscription(
         sub.current_period_start, sub.current_period_end = billing_period_window(
             now, config.billing_period, now
         )
+    if customer.currency is None and config.currency is not None:
+        # Like Stripe, a customer pays every subscription in one currency: the first fixes it.
+        customer.currency = config.currency
     session.add(sub)
     await session.flush()
     await sync_addon_rows(session, sub, config.addon_tuples())
@@ -885,6 +899,7 @@ async def update_subscription(
         plan_version_pk=sub.price_version_pk
         if request.plan_id is unset or request.plan_id == current.plan.ref
         else None,
+        addon_version_pks={a.addon.pk: a.price_version_pk for a in current.addons},
         require_published=request.plan_id is not unset and request.plan_id != current.plan.ref,
     )
     if config.plan.product_pk != sub.product_pk:

@@ -306,3 +306,36 @@ async def test_list_filters_paginates_and_isolates(
     assert problem_code(hidden) == "subscription_not_found"
     cancel = await other_api.post(f"/subscriptions/{ids[1]}/cancel", {})
     assert problem_code(cancel) == "subscription_not_found"
+
+
+async def test_provisioning_again_resumes_and_patch_keeps_schedule(
+    api: ApiEnv, catalog: CatalogFactory
+) -> None:
+    sub = (await provision(api, planId="pro"))["subscription"]
+    await api.ok("post", f"/subscriptions/{sub['id']}/cancel", {}, status=200)
+    resumed = await provision(api, planId="pro")
+    assert resumed["subscription"]["cancelAt"] is None
+    assert resumed["subscription"]["canceledAt"] is None
+    down = await provision(api, planId="basic")
+    assert down["status"] == "SCHEDULED"
+    meta = await api.ok("patch", f"/subscriptions/{sub['id']}", {"metadata": {"k": "v"}})
+    assert meta["status"] == "SUCCESS"
+    assert meta["subscription"]["scheduledChange"]["planId"] == "basic"
+    stay = await provision(api, planId="pro")
+    assert stay["subscription"]["scheduledChange"] is None
+    # The first paid subscription fixed the customer's currency.
+    euro = await api.post("/subscriptions", {"customerId": "acme", "planId": "euro"})
+    assert problem_code(euro) == "currency_mismatch"
+
+
+async def test_billing_period_change_preview(api: ApiEnv, catalog: CatalogFactory) -> None:
+    await provision(api, planId="basic", trialOverride={"disabled": True})
+    preview = await api.ok(
+        "post",
+        "/subscriptions/preview",
+        {"customerId": "acme", "planId": "basic", "billingPeriod": "ANNUALLY"},
+        status=200,
+    )
+    assert preview["changeType"] == "BILLING_PERIOD_CHANGE"
+    assert preview["amountDueNow"] == 0
+    assert preview["nextRecurringTotal"] == 10000
