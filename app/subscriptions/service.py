@@ -69,6 +69,7 @@ from app.subscriptions.schemas import (
     ProvisionResult,
     ScheduledChangeOut,
     SubscriptionOut,
+    TrialOverride,
     UnitQuantityInput,
     UnitQuantityOut,
     UpdateRequest,
@@ -691,6 +692,23 @@ def _scheduled_payload(config: Config) -> dict[str, Any]:
     }
 
 
+async def _upgrade_trial_days(
+    session: AsyncSession,
+    sub: Subscription,
+    old: Config,
+    new: Config,
+    kind: ChangeType,
+    override: TrialOverride | None,
+) -> int:
+    """Trial days for an upgrade from a FREE plan to a PAID one (0 when none applies)."""
+    if kind != "UPGRADE" or sub.status != S.ACTIVE or old.plan.pricing_type != PricingType.FREE:
+        return 0
+    days = _trial_days(new, override)
+    if days and await _trial_eligible(session, sub.customer_pk, sub.product_pk):
+        return days
+    return 0
+
+
 async def _apply_now(session: AsyncSession, sub: Subscription, config: Config) -> None:
     sub.plan_pk = config.plan.pk
     sub.price_version_pk = config.price_version_pk
@@ -711,6 +729,7 @@ async def _change(
     metadata: dict[str, Any] | None,
     coupon_given: bool,
     resume: bool = False,
+    trial_override: TrialOverride | None = None,
 ) -> ProvisionResult:
     """Move a live subscription to `new` (see the module docstring for when it takes effect).
 
@@ -727,7 +746,16 @@ async def _change(
         sub.cancel_at = None
         sub.canceled_at = None
     status: Literal["SUCCESS", "SCHEDULED"] = "SUCCESS"
-    if sub.status == S.IN_TRIAL and kind != "NO_CHANGE":
+    trial_days = await _upgrade_trial_days(session, sub, old, new, kind, trial_override)
+    if trial_days:
+        # A free customer moving to a paid plan gets its trial, as a new customer would.
+        await _apply_now(session, sub, new)
+        trial_end = now + dt.timedelta(days=trial_days)
+        sub.status = S.IN_TRIAL
+        sub.trial_end = trial_end
+        sub.billing_anchor = trial_end
+        sub.current_period_start, sub.current_period_end = now, trial_end
+    elif sub.status == S.IN_TRIAL and kind != "NO_CHANGE":
         # Changing plans ends the trial: the new configuration starts a fresh period now.
         await _apply_now(session, sub, new)
         sub.trial_end = now
@@ -781,6 +809,7 @@ async def provision_subscription(
             metadata=request.metadata,
             coupon_given=request.coupon_id is not None,
             resume=True,
+            trial_override=request.trial_override,
         )
 
     ref = request.subscription_id or f"sub_{uuid.uuid4().hex[:24]}"
@@ -1085,6 +1114,21 @@ async def preview_subscription(
         *new_priced.lines,
         *([_discount_line(new.coupon, new_off)] if new.coupon and new_off else []),
     ]
+    trial_days = await _upgrade_trial_days(session, existing, old, new, kind, request.trial_override)
+    if trial_days:
+        trial_end = now + dt.timedelta(days=trial_days)
+        return PreviewResult(
+            change_type=kind,
+            currency=new.currency,
+            billing_period=new.billing_period,
+            effective_at=now,
+            amount_due_now=0,
+            next_recurring_total=new_net,
+            next_billing_date=trial_end,
+            lines_due_now=[],
+            recurring_lines=recurring_lines,
+            trial_end=trial_end,
+        )
     if existing.status == S.IN_TRIAL and kind != "NO_CHANGE":
         # The trial ends and a full new period starts now.
         _, end = billing_period_window(now, new.billing_period, now)

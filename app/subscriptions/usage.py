@@ -76,6 +76,15 @@ def _statement(dialect: str, kind: str) -> Any:
     return statement
 
 
+def _timestamp(value: dt.datetime | None, now: dt.datetime) -> dt.datetime:
+    """When the usage happened: UTC if no offset was given, never in the future."""
+    if value is None:
+        return now
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return min(value, now)
+
+
 def _fold(reports: list[tuple[UsageUpdateBehavior, int]]) -> tuple[UsageUpdateBehavior, int]:
     """Reports of one counter in order, reduced to one SET (if any SET) or one DELTA."""
     behavior, value = UsageUpdateBehavior.DELTA, 0
@@ -167,7 +176,7 @@ async def report_usage(
             "value": u.value,
             "behavior": u.update_behavior,
             "idempotency_key": u.idempotency_key,
-            "timestamp": min(u.timestamp, now) if u.timestamp else now,
+            "timestamp": _timestamp(u.timestamp, now),
             "created_at": now,
         }
         for u in usages

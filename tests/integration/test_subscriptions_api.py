@@ -339,3 +339,23 @@ async def test_billing_period_change_preview(api: ApiEnv, catalog: CatalogFactor
     assert preview["changeType"] == "BILLING_PERIOD_CHANGE"
     assert preview["amountDueNow"] == 0
     assert preview["nextRecurringTotal"] == 10000
+
+
+async def test_paying_customers_get_no_new_trial(api: ApiEnv, catalog: CatalogFactory) -> None:
+    paid = (await provision(api, planId="basic", trialOverride={"disabled": True}))["subscription"]
+    await api.ok("post", f"/subscriptions/{paid['id']}/cancel", {"cancellationTime": "IMMEDIATE"}, status=200)
+    again = (await provision(api, planId="basic"))["subscription"]
+    assert again["status"] == "ACTIVE"
+    assert again["id"] != paid["id"]
+    # A free subscription never blocks a later trial.
+    await catalog.customer("fresh")
+    await api.ok("post", "/subscriptions", {"customerId": "fresh", "planId": "free"})
+    preview = await api.ok(
+        "post", "/subscriptions/preview", {"customerId": "fresh", "planId": "basic"}, status=200
+    )
+    assert preview["changeType"] == "UPGRADE"
+    assert preview["amountDueNow"] == 0
+    assert preview["trialEnd"] is not None
+    trial = await api.ok("post", "/subscriptions", {"customerId": "fresh", "planId": "basic"})
+    assert trial["subscription"]["status"] == "IN_TRIAL"
+    assert trial["subscription"]["planId"] == "basic"

@@ -167,3 +167,14 @@ async def test_concurrent_duplicate_reports_apply_once(
     accepted = await asyncio.gather(*(send() for _ in range(4)), return_exceptions=True)
     assert sum(a for a in accepted if isinstance(a, int)) == 1
     assert await current(api) == 5
+
+
+async def test_timestamps_and_bounds(api: ApiEnv, catalog: CatalogFactory) -> None:
+    naive = usage("n1", 2, timestamp="2030-01-01T00:00:00")  # future and without offset: counted now
+    await api.ok("post", "/usage", {"usages": [naive]}, status=200)
+    assert await current(api) == 2
+    huge = await api.post("/usage", {"usages": [usage("h1", 2**62)]})
+    assert huge.status_code == 400
+    empty_key = await api.post("/usage", {"usages": [usage("")]})
+    assert empty_key.status_code == 400
+    assert problem_code(empty_key) == "invalid_idempotency_key"
