@@ -185,7 +185,11 @@ async def report_usage(
     dialect = connection.dialect.name
     # executemany of one cached statement (SQLAlchemy batches it into multi-row INSERTs with
     # RETURNING): far cheaper than compiling a 1,000-row VALUES clause on every call.
-    result = await connection.execute(_statement(dialect, "events"), rows)
+    # Sorted keys: concurrent batches sharing keys take their unique-index locks in one order
+    # (no deadlock on PostgreSQL); counters below are upserted in (customer, feature) order.
+    result = await connection.execute(
+        _statement(dialect, "events"), sorted(rows, key=lambda r: r["idempotency_key"])
+    )
     inserted = {row[0] for row in result}
 
     # Fold the new reports per counter; the window comes from the customer's entitlement.

@@ -178,3 +178,17 @@ async def test_timestamps_and_bounds(api: ApiEnv, catalog: CatalogFactory) -> No
     empty_key = await api.post("/usage", {"usages": [usage("")]})
     assert empty_key.status_code == 400
     assert problem_code(empty_key) == "invalid_idempotency_key"
+
+
+async def test_concurrent_overlapping_batches(api: ApiEnv, catalog: CatalogFactory, database: Database) -> None:
+    env_pk = await catalog.env_pk()
+    keys = [f"o{i}" for i in range(50)]
+
+    async def send(order: list[str]) -> int:
+        async with database.session() as session:
+            reports = [UsageReport("acme", "api-calls", 1, key) for key in order]
+            return (await report_usage(session, env_pk, reports)).accepted
+
+    accepted = await asyncio.gather(send(keys), send(list(reversed(keys))), send(keys[::2]))
+    assert sum(accepted) == 50
+    assert await current(api) == 50
