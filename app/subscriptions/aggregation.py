@@ -58,11 +58,10 @@ def add_addon(base: Grant | None, addon: Grant, quantity: int) -> Grant:
     unlimited = addon.unlimited or (base is not None and base.unlimited)
     if unlimited:
         limit = None
+    elif addon.limit is None:
+        limit = base.limit if base is not None else None  # a boolean add-on carries no number
     else:
-        extra = (addon.limit or 0) * quantity
-        limit = ((base.limit or 0) if base is not None else 0) + extra
-        if base is not None and base.limit is None and addon.limit is None:
-            limit = None  # boolean features carry no number
+        limit = (base.limit or 0 if base is not None else 0) + addon.limit * quantity
     template = base if base is not None else addon
     return msgspec.structs.replace(
         template, unlimited=unlimited, limit=limit, soft=(base.soft if base is not None else addon.soft)

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-from sqlalchemy import select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.models import (
@@ -36,14 +36,15 @@ from app.catalog.models import (
     ResetPeriod,
     TrialEndBehavior,
 )
-from app.core.errors import not_found
+from app.core.errors import InvalidRequest, not_found
 from app.customers.models import Customer
-from app.db import pairs, utcnow
+from app.db import utcnow
 from app.subscriptions.aggregation import Grant, apply_addons, most_generous, override_chain
 from app.subscriptions.lifecycle import LIVE_STATUSES, SubState, advance, state_of
 from app.subscriptions.models import Subscription, SubscriptionAddon, UsageCounter
 from app.subscriptions.periods import EPOCH, reset_window
 from app.subscriptions.schemas import EntitlementCheck
+from app.subscriptions.sql import pairs as _pairs
 
 SNAPSHOT_VERSION = 1
 
@@ -91,9 +92,7 @@ async def _plan_chains(session: AsyncSession, plan_pks: set[int]) -> dict[int, l
     parents: dict[int, int | None] = {}
     frontier = set(plan_pks)
     while frontier:
-        rows = (
-            await session.execute(select(Plan.pk, Plan.parent_plan_pk).where(Plan.pk.in_(frontier)))
-        ).all()
+        rows = await session.execute(select(Plan.pk, Plan.parent_plan_pk).where(Plan.pk.in_(frontier)))
         frontier = set()
         for pk, parent in rows:
             parents[pk] = parent
@@ -130,8 +129,10 @@ async def compute_entitlements(
         select(SubscriptionAddon).where(SubscriptionAddon.subscription_pk.in_([s.pk for s in subs]))
     ):
         addon_rows[row.subscription_pk].append(row)
-    behaviors = await pairs(
-        session, select(Plan.pk, Plan.trial_end_behavior).where(Plan.pk.in_({s.plan_pk for s in subs}))
+    behaviors = _pairs(
+        await session.execute(
+            select(Plan.pk, Plan.trial_end_behavior).where(Plan.pk.in_({s.plan_pk for s in subs}))
+        )
     )
     states: list[tuple[SubState, dt.datetime]] = []
     valid_until: dt.datetime | None = None
@@ -159,7 +160,7 @@ async def compute_entitlements(
     )
     by_plan: dict[int, list[tuple[Entitlement, Feature]]] = defaultdict(list)
     by_addon: dict[int, list[tuple[Entitlement, Feature]]] = defaultdict(list)
-    for ent, feature in (await session.execute(ent_query)).all():
+    for ent, feature in await session.execute(ent_query):
         if ent.plan_pk is not None:
             by_plan[ent.plan_pk].append((ent, feature))
         elif ent.addon_pk is not None:
@@ -186,30 +187,50 @@ async def load_grants(
     """(customer pk, {featureId: grant as JSON dict}) from the snapshot, recomputed if stale."""
     row = (
         await session.execute(
-            select(Customer.pk, Customer.entitlements_snapshot, Customer.snapshot_valid_until).where(
-                Customer.environment_pk == environment_pk, Customer.ref == customer_ref
-            )
+            select(
+                Customer.pk,
+                Customer.entitlements_snapshot,
+                Customer.snapshot_valid_until,
+                Customer.updated_at,
+            ).where(Customer.environment_pk == environment_pk, Customer.ref == customer_ref)
         )
     ).first()
     if row is None:
         raise not_found("customer", customer_ref)
-    customer_pk, snapshot, valid_until = row.tuple()
-    if (
+    customer_pk, snapshot, valid_until, seen = row[0], row[1], row[2], row[3]
+    if snapshot is not None and _fresh(snapshot, valid_until, now):
+        return customer_pk, snapshot["features"]
+    return customer_pk, await refresh_snapshot(session, customer_pk, now, seen=seen)
+
+
+def _fresh(snapshot: dict[str, Any] | None, valid_until: dt.datetime | None, now: dt.datetime) -> bool:
+    return (
         snapshot is not None
         and snapshot.get("version") == SNAPSHOT_VERSION
         and (valid_until is None or valid_until > now)
-    ):
-        return customer_pk, snapshot["features"]
-    return customer_pk, await refresh_snapshot(session, customer_pk, now)
+    )
 
 
-async def refresh_snapshot(session: AsyncSession, customer_pk: int, now: dt.datetime) -> dict[str, Any]:
+async def refresh_snapshot(
+    session: AsyncSession, customer_pk: int, now: dt.datetime, *, seen: dt.datetime | None = None
+) -> dict[str, Any]:
+    """Recompute and store the snapshot.
+
+    Every invalidation is an UPDATE of the customer row, which moves `updated_at`. The
+    snapshot is stored only if `updated_at` is still the value read before computing
+    (`seen`): a computation that raced a concurrent subscription change is answered once but
+    never persisted over the newer invalidation. Storing keeps `updated_at` unchanged.
+    """
     grants, valid_until = await compute_entitlements(session, customer_pk, now)
     features = {ref: msgspec.to_builtins(grant) for ref, grant in sorted(grants.items())}
+    condition = Customer.pk == customer_pk
+    if seen is not None:
+        condition = condition & (Customer.updated_at == seen)
     await session.execute(
         update(Customer)
-        .where(Customer.pk == customer_pk)
+        .where(condition)
         .values(
+            updated_at=Customer.updated_at,
             entitlements_snapshot={
                 "version": SNAPSHOT_VERSION,
                 "computedAt": _iso(now),
@@ -271,9 +292,9 @@ def current_window(grant: dict[str, Any], now: dt.datetime) -> tuple[dt.datetime
     return reset_window(window, dt.datetime.fromisoformat(grant["anchor"]), now)
 
 
-def usage_in_window(value: int, window_start: dt.datetime | None, current_start: dt.datetime) -> int:
+def usage_in_window(value: int | None, window_start: dt.datetime | None, current_start: dt.datetime) -> int:
     """A counter last written in an earlier window reads as 0 (it is reset on its next write)."""
-    if window_start is None or window_start < current_start:
+    if value is None or window_start is None or window_start < current_start:
         return 0
     return value
 
@@ -352,45 +373,75 @@ async def check_entitlement(
     a known feature without entitlement `hasAccess: false` with NoFeatureEntitlement.
     """
     now = now or utcnow()
-    customer_pk, grants = await load_grants(session, environment_pk, customer_ref, now)
+    if requested_usage is not None and requested_usage < 0:
+        raise InvalidRequest(
+            "requestedUsage cannot be negative.", code="invalid_request", param="requestedUsage"
+        )
+    # One round trip: customer (unique index), feature (unique index), counter (primary key).
+    row = (
+        await (await session.connection()).execute(
+            _CHECK_QUERY, {"env": environment_pk, "customer": customer_ref, "feature": feature_ref}
+        )
+    ).first()
+    if row is None:
+        raise not_found("customer", customer_ref)
+    customer_pk, snapshot, valid_until, seen, feature_pk, feature_type, value, window_start = row
+    if feature_pk is None:
+        raise not_found("feature", feature_ref)
+    grants = snapshot["features"] if snapshot is not None and _fresh(snapshot, valid_until, now) else None
+    if grants is None:
+        grants = await refresh_snapshot(session, customer_pk, now, seen=seen)
     grant = grants.get(feature_ref)
+    metered = feature_type == FeatureType.METERED
     if grant is None:
-        feature = (
-            await session.execute(
-                select(Feature.pk, Feature.feature_type).where(
-                    Feature.environment_pk == environment_pk, Feature.ref == feature_ref
-                )
-            )
-        ).first()
-        if feature is None:
-            raise not_found("feature", feature_ref)
-        metered = feature.feature_type == FeatureType.METERED
-        usage: int | None = None
-        if metered:
-            counter = await _counter(session, customer_pk, feature.pk)
-            usage = usage_in_window(*counter, EPOCH) if counter else 0
         return EntitlementCheck(
             feature_id=feature_ref,
-            feature_type=feature.feature_type.value,
+            feature_type=str(feature_type),
             has_access=False,
             access_denied_reason="NoFeatureEntitlement",
-            current_usage=usage,
-            requested_usage=(requested_usage if requested_usage is not None else 1)
+            current_usage=usage_in_window(value, window_start, EPOCH) if metered else None,
+            requested_usage=(1 if requested_usage is None else requested_usage)
             if metered
             else requested_usage,
         )
-    if grant["type"] != FeatureType.METERED:
+    if not metered:
         return answer(feature_ref, grant, current_usage=None, requested_usage=requested_usage, window=None)
     window = current_window(grant, now)
-    counter = await _counter(session, customer_pk, grant["pk"])
-    usage = usage_in_window(*counter, window[0]) if counter else 0
     return answer(
         feature_ref,
         grant,
-        current_usage=usage,
+        current_usage=usage_in_window(value or 0, window_start, window[0]),
         requested_usage=1 if requested_usage is None else requested_usage,
         window=window,
     )
+
+
+_customers = Customer.__table__
+_features = Feature.__table__
+_counters = UsageCounter.__table__
+_CHECK_QUERY = (
+    select(
+        _customers.c.pk,
+        _customers.c.entitlements_snapshot,
+        _customers.c.snapshot_valid_until,
+        _customers.c.updated_at,
+        _features.c.pk,
+        _features.c.feature_type,
+        _counters.c.value,
+        _counters.c.window_start,
+    )
+    .select_from(_customers)
+    .outerjoin(
+        _features,
+        and_(
+            _features.c.environment_pk == _customers.c.environment_pk, _features.c.ref == bindparam("feature")
+        ),
+    )
+    .outerjoin(
+        _counters, and_(_counters.c.customer_pk == _customers.c.pk, _counters.c.feature_pk == _features.c.pk)
+    )
+    .where(_customers.c.environment_pk == bindparam("env"), _customers.c.ref == bindparam("customer"))
+)
 
 
 async def list_entitlements(

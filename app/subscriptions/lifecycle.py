@@ -26,9 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.models import BillingPeriod, Plan, TrialEndBehavior
 from app.core.outbox import record_change
-from app.db import pairs
 from app.subscriptions.models import Subscription, SubscriptionAddon, SubscriptionStatus
 from app.subscriptions.periods import billing_period_window
+from app.subscriptions.sql import pairs as _pairs
 
 S = SubscriptionStatus
 LIVE_STATUSES = (S.NOT_STARTED, S.IN_TRIAL, S.ACTIVE, S.PAYMENT_PENDING)
@@ -244,8 +244,10 @@ async def advance_subscriptions(session: AsyncSession, now: dt.datetime, *, limi
     subs = list((await session.scalars(query)).all())
     if not subs:
         return 0
-    behaviors = await pairs(
-        session, select(Plan.pk, Plan.trial_end_behavior).where(Plan.pk.in_({s.plan_pk for s in subs}))
+    behaviors = _pairs(
+        await session.execute(
+            select(Plan.pk, Plan.trial_end_behavior).where(Plan.pk.in_({s.plan_pk for s in subs}))
+        )
     )
     changed_customers: set[int] = set()
     count = 0
@@ -270,3 +272,9 @@ async def advance_subscriptions(session: AsyncSession, now: dt.datetime, *, limi
     await session.flush()
     await invalidate_customers(session, changed_customers)
     return count
+
+
+async def advance_subscriptions_job(database: Any, now: dt.datetime) -> int:
+    """Worker job (app.worker.Job signature): one bounded batch in its own transaction."""
+    async with database.session() as session:
+        return await advance_subscriptions(session, now)

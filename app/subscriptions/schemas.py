@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -11,6 +11,12 @@ from app.catalog.models import BillingPeriod
 from app.subscriptions.models import SubscriptionStatus, UsageUpdateBehavior
 
 MAX_USAGE_BATCH = 1000
+
+# Bounds that keep values inside BIGINT and dates inside datetime's range: a wild number is
+# a 400 from validation, never a database error.
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+UsageValue = Annotated[int, msgspec.Meta(ge=-(2**53), le=2**53)]
+Quantity = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31)]
 
 
 class Camel(msgspec.Struct, rename="camel", forbid_unknown_fields=False):
@@ -45,9 +51,9 @@ class EntitlementList(Camel):
 
 
 class UsageReport(Camel):
-    customer_id: str
-    feature_id: str
-    value: int
+    customer_id: Id
+    feature_id: Id
+    value: UsageValue
     idempotency_key: str
     update_behavior: UsageUpdateBehavior = UsageUpdateBehavior.DELTA
     timestamp: dt.datetime | None = None
@@ -75,29 +81,29 @@ class ReportUsageResult(Camel):
 
 
 class AddonInput(Camel):
-    addon_id: str
-    quantity: int = 1
+    addon_id: Id
+    quantity: Quantity = 1
 
 
 class UnitQuantityInput(Camel):
-    feature_id: str
-    quantity: int
+    feature_id: Id
+    quantity: Quantity
 
 
 class TrialOverride(Camel):
-    duration_days: int | None = None
+    duration_days: Annotated[int, msgspec.Meta(ge=0, le=3650)] | None = None
     disabled: bool = False
 
 
 class ProvisionRequest(Camel):
-    customer_id: str
-    plan_id: str
+    customer_id: Id
+    plan_id: Id
     billing_period: BillingPeriod = BillingPeriod.MONTHLY
     addons: list[AddonInput] = msgspec.field(default_factory=list)
     unit_quantities: list[UnitQuantityInput] = msgspec.field(default_factory=list)
     coupon_id: str | None = None
     trial_override: TrialOverride | None = None
-    subscription_id: str | None = None
+    subscription_id: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
     metadata: dict[str, Any] | None = None
 
 
@@ -179,7 +185,7 @@ class LineItem(Camel):
 
 
 class PreviewResult(Camel):
-    change_type: Literal["NEW", "UPGRADE", "DOWNGRADE", "NO_CHANGE"]
+    change_type: Literal["NEW", "UPGRADE", "DOWNGRADE", "BILLING_PERIOD_CHANGE", "NO_CHANGE"]
     currency: str | None
     billing_period: BillingPeriod
     effective_at: dt.datetime

@@ -53,7 +53,7 @@ from app.core.errors import Conflict, InvalidRequest, TollgateError, Unprocessab
 from app.core.outbox import record_change
 from app.core.pagination import DEFAULT_LIMIT, Page, paginate
 from app.customers.models import Customer
-from app.db import pairs, utcnow
+from app.db import utcnow
 from app.subscriptions import pricing
 from app.subscriptions.entitlements import invalidate_customers
 from app.subscriptions.lifecycle import LIVE_STATUSES, advance, state_of, store_state, sync_addon_rows
@@ -69,13 +69,15 @@ from app.subscriptions.schemas import (
     ProvisionResult,
     ScheduledChangeOut,
     SubscriptionOut,
+    TrialOverride,
     UnitQuantityInput,
     UnitQuantityOut,
     UpdateRequest,
 )
+from app.subscriptions.sql import pairs as _pairs
 
 S = SubscriptionStatus
-ChangeType = Literal["NEW", "UPGRADE", "DOWNGRADE", "NO_CHANGE"]
+ChangeType = Literal["NEW", "UPGRADE", "DOWNGRADE", "BILLING_PERIOD_CHANGE", "NO_CHANGE"]
 
 
 class PaymentGate(Protocol):
@@ -124,7 +126,8 @@ class Config:
         return (
             self.plan.pk == other.plan.pk
             and self.billing_period == other.billing_period
-            and sorted(self.addon_tuples()) == sorted(other.addon_tuples())
+            # Price versions are left out: staying on a plan is not a change because it was repriced.
+            and sorted(a[:2] for a in self.addon_tuples()) == sorted(a[:2] for a in other.addon_tuples())
             and self.unit_quantities == other.unit_quantities
         )
 
@@ -236,8 +239,8 @@ async def build_config(
     feature_pks = {c.feature_pk for c in charges if c.feature_pk is not None}
     feature_refs: dict[int, str] = {}
     if feature_pks:
-        feature_refs = await pairs(
-            session, select(Feature.pk, Feature.ref).where(Feature.pk.in_(feature_pks))
+        feature_refs = _pairs(
+            await session.execute(select(Feature.pk, Feature.ref).where(Feature.pk.in_(feature_pks)))
         )
 
     # Unit quantities: every PER_UNIT / TIERED charge needs one (default: its minimum or 1).
@@ -451,7 +454,7 @@ def classify(old: Config, old_priced: Priced, new: Config, new_priced: Priced) -
     if new.same_as(old):
         return "NO_CHANGE"
     if new.billing_period != old.billing_period:
-        return "DOWNGRADE"  # billing-period changes wait for the period end, like downgrades
+        return "BILLING_PERIOD_CHANGE"  # waits for the period end, like a downgrade
     old_m, new_m = old_priced.monthly(old.billing_period), new_priced.monthly(new.billing_period)
     if new_m != old_m:
         return "UPGRADE" if new_m > old_m else "DOWNGRADE"
@@ -464,20 +467,22 @@ def classify(old: Config, old_priced: Priced, new: Config, new_priced: Priced) -
 
 
 async def _customer(
-    session: AsyncSession, environment_pk: int, ref: str, *, param: str = "customerId"
+    session: AsyncSession, environment_pk: int, ref: str, *, param: str = "customerId", lock: bool = False
 ) -> Customer:
-    customer = await session.scalar(
-        select(Customer).where(Customer.environment_pk == environment_pk, Customer.ref == ref)
-    )
+    query = select(Customer).where(Customer.environment_pk == environment_pk, Customer.ref == ref)
+    # Provisioning locks the customer (PostgreSQL) so two concurrent requests cannot both
+    # create "the" subscription of a product; SQLite has a single writer anyway.
+    customer = await session.scalar(query.with_for_update() if lock else query)
     if customer is None:
         raise _not_found("customer", ref, param)
     return customer
 
 
-async def _subscription(session: AsyncSession, environment_pk: int, ref: str) -> Subscription:
-    sub = await session.scalar(
-        select(Subscription).where(Subscription.environment_pk == environment_pk, Subscription.ref == ref)
-    )
+async def _subscription(
+    session: AsyncSession, environment_pk: int, ref: str, *, lock: bool = False
+) -> Subscription:
+    query = select(Subscription).where(Subscription.environment_pk == environment_pk, Subscription.ref == ref)
+    sub = await session.scalar(query.with_for_update() if lock else query)
     if sub is None:
         raise not_found("subscription", ref)
     return sub
@@ -514,8 +519,8 @@ async def _config_of(
     """The subscription's current configuration, at the price versions it was sold at."""
     plan_ref = await session.scalar(select(Plan.ref).where(Plan.pk == sub.plan_pk))
     rows = await _addon_rows(session, sub)
-    addon_refs = await pairs(
-        session, select(Addon.pk, Addon.ref).where(Addon.pk.in_([r.addon_pk for r in rows]))
+    addon_refs = _pairs(
+        await session.execute(select(Addon.pk, Addon.ref).where(Addon.pk.in_([r.addon_pk for r in rows])))
     )
     config = await build_config(
         session,
@@ -609,10 +614,7 @@ async def render(session: AsyncSession, subs: Sequence[Subscription]) -> list[Su
         keys = {k for k in keys if k is not None}
         if not keys:
             return {}
-        return {
-            pk: ref
-            for pk, ref in await session.execute(select(model.pk, model.ref).where(model.pk.in_(keys)))
-        }
+        return _pairs(await session.execute(select(model.pk, model.ref).where(model.pk.in_(keys))))
 
     customers = await refs(Customer, {s.customer_pk for s in subs})
     products = await refs(Product, {s.product_pk for s in subs})
@@ -690,6 +692,23 @@ def _scheduled_payload(config: Config) -> dict[str, Any]:
     }
 
 
+async def _upgrade_trial_days(
+    session: AsyncSession,
+    sub: Subscription,
+    old: Config,
+    new: Config,
+    kind: ChangeType,
+    override: TrialOverride | None,
+) -> int:
+    """Trial days for an upgrade from a FREE plan to a PAID one (0 when none applies)."""
+    if kind != "UPGRADE" or sub.status != S.ACTIVE or old.plan.pricing_type != PricingType.FREE:
+        return 0
+    days = _trial_days(new, override)
+    if days and await _trial_eligible(session, sub.customer_pk, sub.product_pk):
+        return days
+    return 0
+
+
 async def _apply_now(session: AsyncSession, sub: Subscription, config: Config) -> None:
     sub.plan_pk = config.plan.pk
     sub.price_version_pk = config.price_version_pk
@@ -709,15 +728,34 @@ async def _change(
     *,
     metadata: dict[str, Any] | None,
     coupon_given: bool,
+    resume: bool = False,
+    trial_override: TrialOverride | None = None,
 ) -> ProvisionResult:
+    """Move a live subscription to `new` (see the module docstring for when it takes effect).
+
+    `resume` (provisioning): asking for a product one already has means keeping it, so a
+    pending cancellation and, when nothing else changes, a pending downgrade are dropped.
+    """
     old = await _config_of(session, sub.environment_pk, sub, customer)
     kind = classify(old, price_config(old), new, price_config(new))
     if coupon_given:
         sub.coupon_pk = new.coupon.pk if new.coupon else None
     if metadata is not None:
         sub.metadata_ = metadata
+    if resume and sub.cancel_at is not None:
+        sub.cancel_at = None
+        sub.canceled_at = None
     status: Literal["SUCCESS", "SCHEDULED"] = "SUCCESS"
-    if sub.status == S.IN_TRIAL and kind != "NO_CHANGE":
+    trial_days = await _upgrade_trial_days(session, sub, old, new, kind, trial_override)
+    if trial_days:
+        # A free customer moving to a paid plan gets its trial, as a new customer would.
+        await _apply_now(session, sub, new)
+        trial_end = now + dt.timedelta(days=trial_days)
+        sub.status = S.IN_TRIAL
+        sub.trial_end = trial_end
+        sub.billing_anchor = trial_end
+        sub.current_period_start, sub.current_period_end = now, trial_end
+    elif sub.status == S.IN_TRIAL and kind != "NO_CHANGE":
         # Changing plans ends the trial: the new configuration starts a fresh period now.
         await _apply_now(session, sub, new)
         sub.trial_end = now
@@ -726,9 +764,9 @@ async def _change(
         sub.billing_anchor = now
         sub.current_period_start, sub.current_period_end = billing_period_window(now, new.billing_period, now)
     elif kind == "NO_CHANGE":
-        # Asking for what one has keeps it: a pending downgrade is dropped.
-        sub.scheduled_change = None
-        sub.scheduled_at = None
+        if resume:
+            sub.scheduled_change = None
+            sub.scheduled_at = None
     elif kind == "UPGRADE":
         await _apply_now(session, sub, new)
     else:
@@ -749,7 +787,7 @@ async def provision_subscription(
     payment_gate: PaymentGate | None = None,
 ) -> ProvisionResult:
     now = now or utcnow()
-    customer = await _customer(session, environment_pk, request.customer_id)
+    customer = await _customer(session, environment_pk, request.customer_id, lock=True)
     config = await build_config(
         session,
         environment_pk,
@@ -770,6 +808,8 @@ async def provision_subscription(
             now,
             metadata=request.metadata,
             coupon_given=request.coupon_id is not None,
+            resume=True,
+            trial_override=request.trial_override,
         )
 
     ref = request.subscription_id or f"sub_{uuid.uuid4().hex[:24]}"
@@ -820,6 +860,9 @@ async def provision_subscription(
         sub.current_period_start, sub.current_period_end = billing_period_window(
             now, config.billing_period, now
         )
+    if customer.currency is None and config.currency is not None:
+        # Like Stripe, a customer pays every subscription in one currency: the first fixes it.
+        customer.currency = config.currency
     session.add(sub)
     await session.flush()
     await sync_addon_rows(session, sub, config.addon_tuples())
@@ -841,7 +884,7 @@ async def activate_subscription(session: AsyncSession, sub: Subscription, now: d
 async def _live_subscription(
     session: AsyncSession, environment_pk: int, ref: str, now: dt.datetime
 ) -> Subscription:
-    sub = await _subscription(session, environment_pk, ref)
+    sub = await _subscription(session, environment_pk, ref, lock=True)
     await _catch_up(session, sub, now)
     if sub.status not in LIVE_STATUSES:
         raise _error(
@@ -885,6 +928,7 @@ async def update_subscription(
         plan_version_pk=sub.price_version_pk
         if request.plan_id is unset or request.plan_id == current.plan.ref
         else None,
+        addon_version_pks={a.addon.pk: a.price_version_pk for a in current.addons},
         require_published=request.plan_id is not unset and request.plan_id != current.plan.ref,
     )
     if config.plan.product_pk != sub.product_pk:
@@ -948,8 +992,13 @@ async def cancel_scheduled_change(
     return await _render_one(session, sub)
 
 
-async def get_subscription(session: AsyncSession, environment_pk: int, ref: str) -> SubscriptionOut:
-    return await _render_one(session, await _subscription(session, environment_pk, ref))
+async def get_subscription(
+    session: AsyncSession, environment_pk: int, ref: str, *, now: dt.datetime | None = None
+) -> SubscriptionOut:
+    sub = await _subscription(session, environment_pk, ref)
+    # Show the subscription as it is now, even if the worker has not caught up yet.
+    await _catch_up(session, sub, now or utcnow())
+    return await _render_one(session, sub)
 
 
 async def list_subscriptions(
@@ -1065,6 +1114,21 @@ async def preview_subscription(
         *new_priced.lines,
         *([_discount_line(new.coupon, new_off)] if new.coupon and new_off else []),
     ]
+    trial_days = await _upgrade_trial_days(session, existing, old, new, kind, request.trial_override)
+    if trial_days:
+        trial_end = now + dt.timedelta(days=trial_days)
+        return PreviewResult(
+            change_type=kind,
+            currency=new.currency,
+            billing_period=new.billing_period,
+            effective_at=now,
+            amount_due_now=0,
+            next_recurring_total=new_net,
+            next_billing_date=trial_end,
+            lines_due_now=[],
+            recurring_lines=recurring_lines,
+            trial_end=trial_end,
+        )
     if existing.status == S.IN_TRIAL and kind != "NO_CHANGE":
         # The trial ends and a full new period starts now.
         _, end = billing_period_window(now, new.billing_period, now)

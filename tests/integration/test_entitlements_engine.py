@@ -1,0 +1,115 @@
+"""The engine's storage contract: lean hot path, snapshot validity, races with invalidation."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+
+from app.customers.models import Customer
+from app.db import Database
+from app.subscriptions.entitlements import check_entitlement, invalidate_customers, refresh_snapshot
+from app.subscriptions.schemas import ProvisionRequest
+from app.subscriptions.service import get_subscription, provision_subscription
+from tests.conftest import ApiEnv
+from tests.support.catalog_factory import CatalogFactory, flat
+
+T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+async def catalog(api: ApiEnv, database: Database) -> CatalogFactory:
+    f = CatalogFactory(database, api)
+    await f.product("app")
+    await f.feature("calls", "METERED")
+    await f.plan("free", pricing="FREE", entitlements={"calls": {"limit": 10, "reset": "BILLING_PERIOD"}})
+    await f.plan("paid", charges=[flat(100)], entitlements={"calls": {"limit": 99}}, trial_days=3)
+    await f.customer("acme")
+    return f
+
+
+async def _snapshot(database: Database, env_pk: int) -> tuple[Any, dt.datetime]:
+    async with database.session() as session:
+        row = (
+            await session.execute(
+                select(Customer.entitlements_snapshot, Customer.updated_at).where(
+                    Customer.environment_pk == env_pk, Customer.ref == "acme"
+                )
+            )
+        ).one()
+        return row[0], row[1]
+
+
+async def test_fresh_check_is_one_statement(catalog: CatalogFactory, database: Database) -> None:
+    env_pk = await catalog.env_pk()
+    async with database.session() as session:
+        await provision_subscription(session, env_pk, ProvisionRequest("acme", "free"), now=T0)
+    async with database.session() as session:
+        await check_entitlement(session, env_pk, "acme", "calls", now=T0)  # materialises
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with database.session() as session:
+            answer = await check_entitlement(session, env_pk, "acme", "calls", now=T0)
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", record)
+    assert answer.usage_limit == 10
+    # BILLING_PERIOD on a monthly plan: the window is the billing period.
+    assert answer.usage_period_start == T0
+    assert answer.usage_period_end == dt.datetime(2026, 4, 1, tzinfo=dt.UTC)
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 1
+    assert not [s for s in statements if s.lstrip().upper().startswith(("UPDATE", "INSERT"))]
+
+
+async def test_refresh_racing_an_invalidation_is_not_stored(
+    catalog: CatalogFactory, database: Database
+) -> None:
+    env_pk = await catalog.env_pk()
+    async with database.session() as session:
+        await provision_subscription(session, env_pk, ProvisionRequest("acme", "free"), now=T0)
+    async with database.session() as session:
+        await check_entitlement(session, env_pk, "acme", "calls", now=T0)
+    snapshot, seen = await _snapshot(database, env_pk)
+    assert snapshot is not None
+    customer_pk = await session_customer_pk(database, env_pk)
+    async with database.session() as session:
+        await invalidate_customers(session, [customer_pk])
+    snapshot, moved = await _snapshot(database, env_pk)
+    assert snapshot is None
+    assert moved != seen
+    # A computation that started before the invalidation must not overwrite it.
+    async with database.session() as session:
+        await refresh_snapshot(session, customer_pk, T0, seen=seen)
+    assert (await _snapshot(database, env_pk))[0] is None
+    async with database.session() as session:
+        await refresh_snapshot(session, customer_pk, T0, seen=moved)
+    stored, after = await _snapshot(database, env_pk)
+    assert stored is not None
+    assert after == moved  # storing a snapshot is not a customer change
+
+
+async def session_customer_pk(database: Database, env_pk: int) -> int:
+    async with database.session() as session:
+        pk = await session.scalar(
+            select(Customer.pk).where(Customer.environment_pk == env_pk, Customer.ref == "acme")
+        )
+        assert pk is not None
+        return pk
+
+
+async def test_get_shows_state_as_of_now(catalog: CatalogFactory, database: Database) -> None:
+    env_pk = await catalog.env_pk()
+    async with database.session() as session:
+        result = await provision_subscription(session, env_pk, ProvisionRequest("acme", "paid"), now=T0)
+    assert result.subscription.status == "IN_TRIAL"
+    async with database.session() as session:
+        later = await get_subscription(session, env_pk, result.subscription.id, now=T0 + dt.timedelta(days=4))
+    assert later.status == "ACTIVE"
+    assert later.current_period_start == T0 + dt.timedelta(days=3)
