@@ -255,6 +255,21 @@ async def invalidate_customers(session: AsyncSession, customer_pks: Iterable[int
     )
 
 
+async def rematerialize_customers(
+    session: AsyncSession, customer_pks: Iterable[int], now: dt.datetime
+) -> None:
+    """Invalidate, then recompute at once, the snapshots of customers whose subscriptions changed.
+
+    Done in the changing transaction, so the next check finds a fresh snapshot instead of
+    computing (and writing) one on the read path. The invalidating UPDATE moves `updated_at`
+    first, which tells any concurrent read-path computation not to store its older result.
+    """
+    pks = sorted(set(customer_pks))
+    await invalidate_customers(session, pks)
+    for pk in pks:
+        await refresh_snapshot(session, pk, now)
+
+
 async def _invalidate_product(session: AsyncSession, product_pk: int | None) -> None:
     # Coarse on purpose: every customer with a live subscription in the product (plan
     # children, scheduled changes and add-ons all stay within one product).
