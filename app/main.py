@@ -33,9 +33,10 @@ def healthz() -> dict[str, str]:
 def _extra_route_handlers(settings: Settings) -> list[Any]:
     """Routers of the packages built beside the core (API, widgets, admin, sandbox)."""
     handlers: list[Any] = []
+    from app.api.billing import billing_public_router
     from app.api.routes import api_router
 
-    handlers.append(api_router)
+    handlers.extend([api_router, billing_public_router])
     try:
         from app.widgets.routes import widget_router  # pyright: ignore[reportMissingImports]
 

@@ -30,6 +30,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     admin_email: str | None = None
     admin_password: str | None = None
     stripe_connect_client_id: str | None = None
+    # The platform's secret key: "Connect with Stripe" exchanges authorization codes with it.
+    stripe_connect_secret_key: str | None = None
     # Where Sandbox mode reaches the sandbox (default: the one mounted in this server).
     stripe_sandbox_url: str | None = None
     # Test and Live mode talk to Stripe itself unless this points elsewhere (tests, proxies).
@@ -89,6 +91,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         admin_email=env.get("TOLLGATE_ADMIN_EMAIL") or None,
         admin_password=env.get("TOLLGATE_ADMIN_PASSWORD") or None,
         stripe_connect_client_id=env.get("TOLLGATE_STRIPE_CONNECT_CLIENT_ID") or None,
+        stripe_connect_secret_key=env.get("TOLLGATE_STRIPE_CONNECT_SECRET_KEY") or None,
         stripe_sandbox_url=(env.get("TOLLGATE_STRIPE_SANDBOX_URL") or "").rstrip("/") or None,
         stripe_api_base=(env.get("TOLLGATE_STRIPE_API_BASE") or "").rstrip("/") or None,
         var_dir=str(var_dir),

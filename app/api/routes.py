@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Router
 
+from app.api.billing import BILLING_CONTROLLERS
 from app.api.catalog import CATALOG_CONTROLLERS
 from app.api.customers import CUSTOMER_CONTROLLERS
 from app.api.deps import API_DEPENDENCIES
@@ -17,6 +18,7 @@ api_router = Router(
         *CUSTOMER_CONTROLLERS,
         *SUBSCRIPTION_HANDLERS,
         *INTEGRATION_CONTROLLERS,
+        *BILLING_CONTROLLERS,
     ],
     dependencies=API_DEPENDENCIES,
 )

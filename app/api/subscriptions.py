@@ -8,9 +8,12 @@ from litestar import Controller, delete, get, patch, post
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.billing.provisioning import provision_with_billing
+from app.billing.schemas import BillingProvisionResult, ProvisionWithCheckout
 from app.core.pagination import DEFAULT_LIMIT, Page
 from app.db import Database, utcnow
 from app.environments.service import EnvironmentRef
+from app.settings import Settings
 from app.subscriptions import entitlements, service, usage
 from app.subscriptions.checks import fast_check
 from app.subscriptions.models import SubscriptionStatus
@@ -34,9 +37,13 @@ class SubscriptionController(Controller):
 
     @post("/", status_code=201)
     async def provision(
-        self, db_session: AsyncSession, environment: EnvironmentRef, data: ProvisionRequest
-    ) -> ProvisionResult:
-        return await service.provision_subscription(db_session, environment.pk, data)
+        self,
+        db_session: AsyncSession,
+        settings: Settings,
+        environment: EnvironmentRef,
+        data: ProvisionWithCheckout,
+    ) -> BillingProvisionResult:
+        return await provision_with_billing(db_session, settings, environment, data)
 
     @post("/preview", status_code=200)
     async def preview(

@@ -15,7 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.gateway import STRIPE_API_VERSION, api_base_for, dashboard_url, stripe_client
 from app.billing.models import IntegrationStatus, StripeIntegration, StripeMode
-from app.billing.schemas import IntegrationConnect, IntegrationOut, IntegrationUpdate, Permission
+from app.billing.schemas import (
+    GracePeriodCheck,
+    IntegrationConnect,
+    IntegrationOut,
+    IntegrationUpdate,
+    Permission,
+)
+from app.billing.tax import ensure_stripe_tax_active
 from app.core.crypto import SecretBox, redact
 from app.core.errors import InvalidRequest, NotFound, TollgateError, Unprocessable
 from app.core.outbox import record_change
@@ -71,6 +78,8 @@ WEBHOOK_EVENTS = [
 ]
 
 MIN_GRACE_PERIOD_SECONDS = 3600
+# The sandbox finalizes subscription invoices one hour after creating them, as Stripe's default.
+SANDBOX_GRACE_PERIOD_SECONDS = 3600
 
 
 def _purpose(integration_ref: str, what: str) -> str:
@@ -165,12 +174,69 @@ class IntegrationService:
             stripe_tax=row.stripe_tax,
             invoice_grace_period_seconds=grace,
             grace_period_ok=None if grace is None else grace >= MIN_GRACE_PERIOD_SECONDS,
+            grace_period_check=self._grace_check(row),
+            portal_configuration_id=row.portal_configuration_id,
             dashboard_url=dashboard_url(
                 self.settings, row.mode is StripeMode.SANDBOX, row.mode is StripeMode.LIVE, row.account_id
             ),
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
+
+    def _grace_check(self, row: StripeIntegration) -> GracePeriodCheck:
+        grace = row.invoice_grace_period_seconds
+        if row.mode is StripeMode.SANDBOX:
+            settings_url = f"{self.settings.sandbox_api_base}/dashboard"
+        else:
+            test = "" if row.mode is StripeMode.LIVE else "test/"
+            settings_url = f"https://dashboard.stripe.com/{test}settings/billing/automatic"
+        if grace is None:
+            status, message = (
+                "UNKNOWN",
+                "Not checked yet: Stripe shows the grace period on draft subscription invoices, so the "
+                "check needs one. Usage-based prices need at least 1 hour to report usage before "
+                "invoices finalize.",
+            )
+        elif grace >= MIN_GRACE_PERIOD_SECONDS:
+            status, message = "OK", f"Invoices finalize {grace // 60} minutes after they are created."
+        else:
+            status, message = (
+                "TOO_SHORT",
+                f"Invoices finalize {grace // 60} minutes after they are created: set at least 1 hour "
+                "in Stripe's subscription settings, or the last usage of a period can be missed.",
+            )
+        return GracePeriodCheck(
+            status=status,
+            required_seconds=MIN_GRACE_PERIOD_SECONDS,
+            current_seconds=grace,
+            message=message,
+            settings_url=settings_url,
+        )
+
+    async def check_grace_period(self, env: EnvironmentRef) -> IntegrationOut:
+        """Read Stripe's invoice finalization grace period off recent draft subscription invoices."""
+        row = await self._active(env)
+        if row.mode is StripeMode.SANDBOX:
+            row.invoice_grace_period_seconds = SANDBOX_GRACE_PERIOD_SECONDS
+        else:
+            try:
+                drafts = await self.client(row).v1.invoices.list_async(
+                    params={"status": "draft", "limit": 20}
+                )
+            except stripe.StripeError as error:
+                raise TollgateError(
+                    f"Stripe could not be reached to read invoices: {error.user_message or type(error).__name__}. Try again.",
+                    code="stripe_unavailable",
+                    status_code=502,
+                ) from None
+            for invoice in drafts.data:
+                parent = invoice.parent
+                from_subscription = parent is not None and parent.subscription_details is not None
+                if invoice.automatically_finalizes_at and from_subscription:
+                    row.invoice_grace_period_seconds = invoice.automatically_finalizes_at - invoice.created
+                    break
+        await self.session.flush()
+        return self.out(row)
 
     async def get(self, env: EnvironmentRef) -> IntegrationOut:
         return self.out(await self._active(env))
@@ -237,6 +303,8 @@ class IntegrationService:
             endpoint.secret or "", purpose=_purpose(ref, "webhook_secret")
         )
         row.removed_at = None
+        if row.mode is StripeMode.SANDBOX:
+            row.invoice_grace_period_seconds = SANDBOX_GRACE_PERIOD_SECONDS
         await self.session.flush()
         record_change(self.session, env.pk, "integration", row.pk, "connected")
         logger.info(
@@ -247,6 +315,8 @@ class IntegrationService:
     async def update(self, env: EnvironmentRef, data: IntegrationUpdate) -> IntegrationOut:
         row = await self._active(env)
         fields = unset_fields(data)
+        if fields.get("stripe_tax") and not row.stripe_tax:
+            await ensure_stripe_tax_active(self.client(row))
         for field, value in fields.items():
             setattr(row, field, value)
         await self.session.flush()

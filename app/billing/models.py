@@ -46,6 +46,8 @@ class StripeIntegration(TimestampedBase):
     stripe_tax: Mapped[bool] = mapped_column(default=False)
     # Stripe's invoice finalization grace period in seconds, as last read (usage billing needs >= 1 h).
     invoice_grace_period_seconds: Mapped[int | None] = mapped_column(Integer)
+    # The Billing Portal configuration Tollgate created (and keeps) in this account.
+    portal_configuration_id: Mapped[str | None] = mapped_column(String(100))
     # The newest Stripe event processed, for the catch-up job.
     last_event_created: Mapped[int | None] = mapped_column()
     removed_at: Mapped[dt.datetime | None] = mapped_column()
@@ -128,3 +130,34 @@ class WebhookEvent(Base):
     error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class CheckoutStatus(StrEnum):
+    OPEN = "OPEN"
+    COMPLETED = "COMPLETED"
+    EXPIRED = "EXPIRED"
+
+
+class CheckoutSession(Base):
+    """A hosted Checkout Session Tollgate opened for one of our subscriptions.
+
+    `token` is the unguessable part of our return URL: the browser comes back through
+    Tollgate, which appends the result to the caller's own URLs kept here.
+    """
+
+    __tablename__ = "checkout_sessions"
+    pk: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    environment_pk: Mapped[int] = mapped_column(ForeignKey("environments.pk", ondelete="CASCADE"), index=True)
+    subscription_pk: Mapped[int] = mapped_column(
+        ForeignKey("subscriptions.pk", ondelete="CASCADE"), index=True
+    )
+    customer_pk: Mapped[int] = mapped_column(ForeignKey("customers.pk", ondelete="CASCADE"))
+    stripe_id: Mapped[str] = mapped_column(String(100), unique=True)
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[CheckoutStatus] = mapped_column(enum_column(CheckoutStatus), index=True)
+    url: Mapped[str | None] = mapped_column(Text)
+    success_url: Mapped[str] = mapped_column(Text)
+    cancel_url: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[dt.datetime] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[dt.datetime | None] = mapped_column()
