@@ -100,13 +100,13 @@ async def test_paid_plan_without_payment_method_answers_payment_required(
     assert len(client.v1.customers.list(params={"limit": 10}).data) == 1
     assert len(client.v1.prices.list(params={"limit": 10}).data) == 3, "prices are found, not re-created"
 
-    declined = pay(again["checkoutUrl"], DECLINED_CARD)
+    declined = await pay(again["checkoutUrl"], DECLINED_CARD)
     assert declined.status_code == 402
     status = await api.ok("get", f"/subscriptions/{sub_id}/checkout-status")
     assert status["status"] == "PENDING"
     assert status["subscription"]["status"] == "PAYMENT_PENDING"
 
-    paid = pay(again["checkoutUrl"])
+    paid = await pay(again["checkoutUrl"])
     assert paid.status_code in (302, 303), paid.text
     back = await api.client.get(path_of(paid.headers["location"]), follow_redirects=False)
     assert back.status_code == 303
@@ -153,7 +153,7 @@ async def test_completion_event_activates(
 ) -> None:
     result = await provision_pro(api)
     sub_id = result["subscription"]["id"]
-    paid = pay(result["checkoutUrl"])
+    paid = await pay(result["checkoutUrl"])
     assert paid.status_code in (302, 303)
     async with database.session() as db:
         ctx = await event_context(database, settings, catalog, db)
@@ -238,7 +238,7 @@ async def test_options_tax_promotion_codes_coupon_trial(
     raw = _raw_session(stripe_sandbox, trial_session_id)
     data = raw["_subscription_data"]
     assert data["trial_end"] > 0 and data["metadata"]["tollgateSubscriptionId"] == trial["subscription"]["id"]
-    paid = pay(trial["checkoutUrl"], address_line1="Unter den Linden 1", address_country="DE")
+    paid = await pay(trial["checkoutUrl"], address_line1="Unter den Linden 1", address_country="DE")
     assert paid.status_code in (302, 303), paid.text
     stripe_sub = client.v1.subscriptions.retrieve(
         str(client.v1.checkout.sessions.retrieve(trial_session_id).subscription)

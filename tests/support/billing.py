@@ -42,10 +42,16 @@ async def event_context(
     return EventContext(session, settings, env, row, IntegrationService(session, settings).client(row))
 
 
-def pay(checkout_url: str, card: str = GOOD_CARD, **form: str) -> httpx.Response:
-    """Submit the sandbox's hosted Checkout form, as a browser would (no redirect followed)."""
+async def browse(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """A request to the sandbox's hosted pages, as a browser would make it (no redirect followed)."""
+    async with httpx.AsyncClient(timeout=30, follow_redirects=False) as client:
+        return await client.request(method, url, **kwargs)
+
+
+async def pay(checkout_url: str, card: str = GOOD_CARD, **form: str) -> httpx.Response:
+    """Submit the sandbox's hosted Checkout form."""
     data = {"card_number": card, "email": "payer@example.com", "name": "Pat Payer", **form}
-    return httpx.post(checkout_url, data=data, follow_redirects=False, timeout=30)
+    return await browse("POST", checkout_url, data=data)
 
 
 def query_of(url: str) -> dict[str, str]:
