@@ -6,12 +6,13 @@ line items), and paid on the sandbox's hosted page: nothing about Stripe is mock
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from app.billing.checkout import on_checkout_session
+from app.billing.checkout import expire_stale_checkouts, on_checkout_session
 from app.billing.models import CheckoutSession
 from app.db import Database
 from app.settings import Settings
@@ -265,4 +266,31 @@ async def test_no_integration_means_plain_provisioning(api: ApiEnv, database: Da
     result = await api.ok("post", "/subscriptions", {"customerId": "solo", "planId": "pro"})
     assert result["status"] == "SUCCESS" and result["subscription"]["status"] == "ACTIVE"
     async with database.session() as db:
-        assert (await db.scalar(select(func.count()).select_from(CheckoutSession))) is not None
+        opened = await db.scalar(
+            select(func.count())
+            .select_from(CheckoutSession)
+            .where(CheckoutSession.environment_pk == await f.env_pk())
+        )
+    assert opened == 0
+
+
+async def test_abandoned_checkout_is_closed_after_its_expiry(
+    api: ApiEnv, catalog: CatalogFactory, database: Database, settings: Settings
+) -> None:
+    """No `expired` event ever came: the worker job closes it in Stripe and cleans up."""
+    result = await provision_pro(api)
+    sub_id = result["subscription"]["id"]
+    session_id = result["checkoutUrl"].rsplit("/", 1)[-1]
+    async with database.session() as db:
+        row = await db.scalar(select(CheckoutSession).where(CheckoutSession.stripe_id == session_id))
+        assert row is not None
+        expires_at = row.expires_at
+    # The job sweeps every environment (other tests' sessions too): look only at ours.
+    await expire_stale_checkouts(database, settings, expires_at - dt.timedelta(seconds=1))
+    assert (await api.ok("get", f"/subscriptions/{sub_id}/checkout-status"))["status"] == "PENDING"
+    while await expire_stale_checkouts(database, settings, expires_at + dt.timedelta(seconds=1)):
+        pass
+    client = await stripe_for(database, settings, catalog)
+    assert client.v1.checkout.sessions.retrieve(session_id).status == "expired"
+    status = await api.ok("get", f"/subscriptions/{sub_id}/checkout-status")
+    assert status["status"] == "EXPIRED" and status["subscription"]["status"] == "CANCELED"
