@@ -432,17 +432,25 @@ async def refresh(
     row: CheckoutSession,
     now: dt.datetime,
 ) -> CheckoutSession:
-    """Re-fetch an open session from Stripe and apply it; past its expiry, close it."""
+    """Re-fetch an open session from Stripe and apply it; past its expiry, close it.
+
+    A page whose subscription ended meanwhile (cancelled while waiting) is closed too, so
+    nobody pays for a subscription that no longer exists.
+    """
     if row.status != CheckoutStatus.OPEN:
         return row
+    sub_status = await session.scalar(
+        select(Subscription.status).where(Subscription.pk == row.subscription_pk)
+    )
+    ended = sub_status in (SubscriptionStatus.CANCELED, SubscriptionStatus.EXPIRED)
     if client is None:
         # Disconnected from Stripe: nothing can complete this page any more.
-        if now >= row.expires_at:
+        if now >= row.expires_at or ended:
             row.status = CheckoutStatus.EXPIRED
             await _give_up(session, row, now)
         return row
     checkout = await client.v1.checkout.sessions.retrieve_async(row.stripe_id)
-    if checkout.status == "open" and now >= row.expires_at:
+    if checkout.status == "open" and (now >= row.expires_at or ended):
         checkout = await client.v1.checkout.sessions.expire_async(row.stripe_id)
     return await apply_session(session, row, checkout, now)
 
@@ -547,12 +555,20 @@ async def return_location(
 
 
 async def expire_stale_checkouts(database: Database, settings: Settings, now: dt.datetime) -> int:
-    """Worker job (bind `settings`): close Checkout pages past their expiry whose event never came."""
+    """Worker job (bind `settings`): close open Checkout pages past their expiry (whose event
+    never came) or whose subscription was cancelled while it waited for payment."""
     async with database.session() as session:
+        ended = select(Subscription.pk).where(
+            Subscription.pk == CheckoutSession.subscription_pk,
+            Subscription.status.in_((SubscriptionStatus.CANCELED, SubscriptionStatus.EXPIRED)),
+        )
         rows = list(
             await session.scalars(
                 select(CheckoutSession)
-                .where(CheckoutSession.status == CheckoutStatus.OPEN, CheckoutSession.expires_at < now)
+                .where(
+                    CheckoutSession.status == CheckoutStatus.OPEN,
+                    (CheckoutSession.expires_at < now) | ended.exists(),
+                )
                 .order_by(CheckoutSession.pk)
                 .limit(50)
                 .with_for_update(skip_locked=True)

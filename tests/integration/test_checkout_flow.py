@@ -294,3 +294,42 @@ async def test_abandoned_checkout_is_closed_after_its_expiry(
     assert client.v1.checkout.sessions.retrieve(session_id).status == "expired"
     status = await api.ok("get", f"/subscriptions/{sub_id}/checkout-status")
     assert status["status"] == "EXPIRED" and status["subscription"]["status"] == "CANCELED"
+
+
+async def test_cancelled_while_waiting_closes_the_page(
+    api: ApiEnv, catalog: CatalogFactory, database: Database, settings: Settings
+) -> None:
+    result = await provision_pro(api)
+    sub_id = result["subscription"]["id"]
+    session_id = result["checkoutUrl"].rsplit("/", 1)[-1]
+    canceled = await api.ok(
+        "post", f"/subscriptions/{sub_id}/cancel", {"cancellationTime": "IMMEDIATE"}, status=200
+    )
+    assert canceled["status"] == "CANCELED"
+    while await expire_stale_checkouts(database, settings, dt.datetime.now(dt.UTC)):
+        pass
+    client = await stripe_for(database, settings, catalog)
+    assert client.v1.checkout.sessions.retrieve(session_id).status == "expired"
+    assert (await api.ok("get", f"/subscriptions/{sub_id}/checkout-status"))["status"] == "EXPIRED"
+
+
+async def test_existing_stripe_customer_is_used(
+    api: ApiEnv, catalog: CatalogFactory, database: Database, settings: Settings
+) -> None:
+    """A customer already in Stripe (e.g. created by the sync) pays as that Stripe customer."""
+    from app.customers.models import Customer
+
+    client = await stripe_for(database, settings, catalog)
+    existing = client.v1.customers.create(
+        params={"email": "acme@example.com", "metadata": {"tollgateEntityId": "acme"}}
+    )
+    async with database.session() as db:
+        row = await db.scalar(
+            select(Customer).where(Customer.ref == "acme", Customer.environment_pk == await catalog.env_pk())
+        )
+        assert row is not None
+        row.billing_id = existing.id
+    result = await provision_pro(api)
+    session = client.v1.checkout.sessions.retrieve(result["checkoutUrl"].rsplit("/", 1)[-1])
+    assert session.customer == existing.id and session.customer_email is None
+    assert [c.id for c in client.v1.customers.list(params={"limit": 10}).data] == [existing.id]
