@@ -39,6 +39,7 @@ from app.settings import Settings
 from app.subscriptions import service as subscriptions
 from app.subscriptions.models import Subscription, SubscriptionStatus
 from app.subscriptions.schemas import CancelRequest
+from app.worker import Job
 
 logger = logging.getLogger("tollgate.billing.checkout")
 
@@ -584,3 +585,12 @@ async def expire_stale_checkouts(database: Database, settings: Settings, now: dt
                 continue
             done += 1
         return done
+
+
+def checkout_jobs(settings: Settings) -> list[Job]:
+    """For `app.worker.default_jobs`: the jobs this module needs (the lead wires them in)."""
+
+    async def run(database: Database, now: dt.datetime) -> int:
+        return await expire_stale_checkouts(database, settings, now)
+
+    return [Job("checkout-expiry", run, every_seconds=60)]

@@ -333,3 +333,11 @@ async def test_existing_stripe_customer_is_used(
     session = client.v1.checkout.sessions.retrieve(result["checkoutUrl"].rsplit("/", 1)[-1])
     assert session.customer == existing.id and session.customer_email is None
     assert [c.id for c in client.v1.customers.list(params={"limit": 10}).data] == [existing.id]
+
+
+async def test_checkout_job_runs_in_the_worker(database: Database, settings: Settings) -> None:
+    from app.billing.checkout import checkout_jobs
+    from app.worker import Worker
+
+    worker = Worker(database, checkout_jobs(settings))
+    assert set(await worker.run_once()) == {"checkout-expiry"}
