@@ -36,7 +36,7 @@ from app.settings import Settings
 from tests.conftest import ApiEnv
 from tests.support.billing import DECLINED_CARD, GOOD_CARD, query_of, stripe_for
 from tests.support.catalog_factory import CatalogFactory, flat, per_unit
-from tests.support.sandbox import RunningSandbox, free_port, serve_asgi
+from tests.support.sandbox import RunningSandbox, free_port, new_test_key, serve_asgi
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
@@ -93,7 +93,12 @@ def live(settings: Settings, database: Database) -> Iterator[LiveServer]:
         pytest.skip("browser tests run once, on SQLite (the API tests cover PostgreSQL)")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    live_settings = msgspec.structs.replace(settings, public_url=url)
+    live_settings = msgspec.structs.replace(
+        settings,
+        public_url=url,
+        stripe_connect_client_id="ca_tollgate_e2e",
+        stripe_connect_secret_key=new_test_key(),
+    )
     server = LiveServer(url, live_settings)
     app = create_app(live_settings)
     for handler in _test_routes(server, database):
@@ -230,4 +235,32 @@ async def test_checkout_pay_decline_portal_reconnect(
         "post", "/customers/acme/billing-portal", {"returnUrl": f"{live.url}/host/account"}
     )
     assert again["url"].startswith(stripe_sandbox.base_url)
+    await page.close()
+
+
+async def test_connect_with_stripe_in_the_browser(
+    live_api: ApiEnv, live: LiveServer, browser: Browser
+) -> None:
+    page = await browser.new_page()
+    page.set_default_timeout(8000)
+    return_url = f"{live.url}/host/settings"
+    started = await live_api.ok("get", f"/integrations/stripe/oauth/start?mode=TEST&returnUrl={return_url}")
+    await page.goto(started["url"])
+    await page.fill("#business_name", "Browser Connected Ltd")
+    await page.click("#approve")
+    await expect(page.locator("#host")).to_have_text("host settings")
+    result = query_of(page.url)
+    assert result["stripeConnected"] == "true"
+    integration = await live_api.ok("get", "/integrations/stripe")
+    assert integration["integrationId"] == result["integrationId"]
+    assert integration["mode"] == "TEST" and integration["accountName"] == "Browser Connected Ltd"
+
+    # A Live connection with the sandbox's test key is refused, like pasting the wrong key.
+    await live_api.ok("delete", "/integrations/stripe", status=200)
+    started = await live_api.ok("get", f"/integrations/stripe/oauth/start?mode=LIVE&returnUrl={return_url}")
+    await page.goto(started["url"])
+    await page.click("#approve")
+    await expect(page.locator("#host")).to_have_text("host settings")
+    assert query_of(page.url) == {"stripeConnected": "false", "error": "stripe_key_mode_mismatch"}
+    assert (await live_api.get("/integrations/stripe")).status_code == 404
     await page.close()
