@@ -198,12 +198,14 @@ async def load_grants(
     if row is None:
         raise not_found("customer", customer_ref)
     customer_pk, snapshot, valid_until, seen = row[0], row[1], row[2], row[3]
-    if snapshot is not None and _fresh(snapshot, valid_until, now):
+    if snapshot is not None and snapshot_is_fresh(snapshot, valid_until, now):
         return customer_pk, snapshot["features"]
     return customer_pk, await refresh_snapshot(session, customer_pk, now, seen=seen)
 
 
-def _fresh(snapshot: dict[str, Any] | None, valid_until: dt.datetime | None, now: dt.datetime) -> bool:
+def snapshot_is_fresh(
+    snapshot: dict[str, Any] | None, valid_until: dt.datetime | None, now: dt.datetime
+) -> bool:
     return (
         snapshot is not None
         and snapshot.get("version") == SNAPSHOT_VERSION
@@ -388,7 +390,11 @@ async def check_entitlement(
     customer_pk, snapshot, valid_until, seen, feature_pk, feature_type, value, window_start = row
     if feature_pk is None:
         raise not_found("feature", feature_ref)
-    grants = snapshot["features"] if snapshot is not None and _fresh(snapshot, valid_until, now) else None
+    grants = (
+        snapshot["features"]
+        if snapshot is not None and snapshot_is_fresh(snapshot, valid_until, now)
+        else None
+    )
     if grants is None:
         grants = await refresh_snapshot(session, customer_pk, now, seen=seen)
     grant = grants.get(feature_ref)
