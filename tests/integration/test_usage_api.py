@@ -180,7 +180,9 @@ async def test_timestamps_and_bounds(api: ApiEnv, catalog: CatalogFactory) -> No
     assert problem_code(empty_key) == "invalid_idempotency_key"
 
 
-async def test_concurrent_overlapping_batches(api: ApiEnv, catalog: CatalogFactory, database: Database) -> None:
+async def test_concurrent_overlapping_batches(
+    api: ApiEnv, catalog: CatalogFactory, database: Database
+) -> None:
     env_pk = await catalog.env_pk()
     keys = [f"o{i}" for i in range(50)]
 
