@@ -110,7 +110,14 @@ class EntitlementController(Controller):
         environment: EnvironmentRef,
         customer_id: str,
         feature_id: str,
-        requested_usage: Annotated[int | None, Parameter(query="requestedUsage")] = None,
+        requested_usage: Annotated[
+            int | None,
+            Parameter(
+                query="requestedUsage",
+                description='Units about to be used. METERED: defaults to 1 ("may I use one more?"). '
+                "NUMBER: optional, compared with the limit. A soft limit grants access past the limit.",
+            ),
+        ] = None,
     ) -> EntitlementCheck:
         return await entitlements.check_entitlement(
             db_session, environment.pk, customer_id, feature_id, requested_usage=requested_usage
