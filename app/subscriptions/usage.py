@@ -27,7 +27,7 @@ from app.catalog.models import Feature, FeatureType
 from app.core.errors import InvalidRequest, NotFound, TollgateError
 from app.customers.models import Customer
 from app.db import utcnow
-from app.subscriptions.entitlements import current_window, refresh_snapshot, snapshot_is_fresh
+from app.subscriptions.entitlements import current_window, refresh_snapshots, snapshot_is_fresh
 from app.subscriptions.models import UsageCounter, UsageEvent, UsageUpdateBehavior
 from app.subscriptions.periods import EPOCH
 from app.subscriptions.schemas import MAX_USAGE_BATCH, ReportUsageResult, UsageOutcome, UsageReport
@@ -202,18 +202,17 @@ async def report_usage(
     grants_by_customer: dict[int, dict[str, Any]] = {}
     pending: dict[tuple[int, int], list[tuple[UsageUpdateBehavior, int]]] = defaultdict(list)
     windows: dict[tuple[int, int], dt.datetime] = {}
+    stale: dict[int, dt.datetime] = {}
+    for _, customer_pk, snapshot, valid_until, stamp in customer_rows.values():
+        if snapshot is not None and snapshot_is_fresh(snapshot, valid_until, now):
+            grants_by_customer[customer_pk] = snapshot["features"]
+        else:
+            stale[customer_pk] = stamp
+    grants_by_customer.update(await refresh_snapshots(session, stale, now))
     for report, row in zip(usages, rows, strict=True):
         if report.idempotency_key not in inserted:
             continue
         customer_pk = row["customer_pk"]
-        if customer_pk not in grants_by_customer:
-            _, _, snapshot, valid_until, stamp = customer_rows[report.customer_id]
-            if snapshot is not None and snapshot_is_fresh(snapshot, valid_until, now):
-                grants_by_customer[customer_pk] = snapshot["features"]
-            else:
-                grants_by_customer[customer_pk] = await refresh_snapshot(
-                    session, customer_pk, now, seen=stamp
-                )
         grant = grants_by_customer[customer_pk].get(report.feature_id)
         window_start = current_window(grant, now)[0] if grant else EPOCH
         if row["timestamp"] < window_start:
