@@ -287,6 +287,18 @@ async def refresh_snapshots(
     return features
 
 
+async def rematerialise(session: AsyncSession, customer_pk: int, now: dt.datetime) -> None:
+    """After a change to one customer's subscriptions: recompute the snapshot in the same
+    transaction, so the first check after the change is the one-query hot path too.
+
+    The invalidation first moves `updated_at`, so a check that computed from the data
+    before this change cannot store its stale result over this one (see refresh_snapshot).
+    """
+    await invalidate_customers(session, [customer_pk])
+    await session.flush()
+    await refresh_snapshot(session, customer_pk, now)
+
+
 async def invalidate_customers(session: AsyncSession, customer_pks: Iterable[int]) -> None:
     pks = sorted(set(customer_pks))
     if not pks:
