@@ -5,13 +5,15 @@ aggregation.py for the combination rules and lifecycle.py for when a subscriptio
 and materialised in `Customer.entitlements_snapshot`, keyed by feature id, with
 `snapshot_valid_until` = the next moment they can change by time alone (a trial end, a
 cancellation, a scheduled change, a future start). A NULL or expired snapshot is recomputed
-on read; every write that affects entitlements sets it to NULL (invalidate). Usage windows
-are not part of the validity: they are derived at read time from the stored reset period and
-anchor, so a month rolling over needs no recompute.
+on read. Writes: a change to one customer's subscriptions recomputes that snapshot in the
+same transaction (`rematerialise`); wider changes (a plan's or add-on's entitlements, the
+lifecycle worker) set it to NULL (invalidate) and leave the recompute to the next read.
+Usage windows are not part of the validity: they are derived at read time from the stored
+reset period and anchor, so a month rolling over needs no recompute.
 
-The check (`check_entitlement`) reads the customer row (unique index on environment + id)
-and, for metered features, one usage counter (primary key): two indexed reads, no ORM
-relationship loading.
+The check (`check_entitlement`) is one SELECT joining the customer row (unique index on
+environment + id), the feature (unique index) and its usage counter (primary key): Core
+only, no ORM relationship loading.
 """
 
 from __future__ import annotations
