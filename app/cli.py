@@ -148,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.sandbox.server import create_standalone_sandbox  # pyright: ignore[reportMissingImports]
+    from app.sandbox.server import create_standalone_sandbox
 
     _configure_logging("INFO")
     app = create_standalone_sandbox(port=args.port, database_path=args.database)

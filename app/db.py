@@ -13,11 +13,14 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgspec
 from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import JSON, BigInteger, Integer, MetaData, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from app.fastread import FastReader
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -56,6 +59,8 @@ class TimestampedBase(Base):
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event (below) start transactions instead of the driver.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets readers run beside the single writer; busy_timeout queues writers instead of failing.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -65,12 +70,36 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_begin_immediate(conn: Any) -> None:
+    # Take the write lock up front. A deferred transaction that reads and then writes cannot
+    # wait for the lock (SQLite answers "database is locked" at once); this one queues behind
+    # busy_timeout instead. The hot reads do not use sessions, so this costs them nothing.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     if database_url.startswith("sqlite"):
-        engine = create_async_engine(database_url, connect_args={"timeout": 10})
+        engine = create_async_engine(
+            database_url,
+            connect_args={"timeout": 10},
+            json_serializer=_json_dumps,
+            json_deserializer=msgspec.json.decode,
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
-    return create_async_engine(database_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_async_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        json_serializer=_json_dumps,
+        json_deserializer=msgspec.json.decode,
+    )
+
+
+def _json_dumps(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 class Database:
@@ -80,6 +109,7 @@ class Database:
         self.url = database_url
         self.engine = create_engine(database_url, pool_size=pool_size)
         self.session_maker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
+        self.fast = FastReader(database_url)
 
     @property
     def is_sqlite(self) -> bool:
@@ -97,7 +127,14 @@ class Database:
                 raise
 
     async def dispose(self) -> None:
+        await self.fast.close()
         await self.engine.dispose()
+
+
+async def pairs(session: AsyncSession, statement: Any) -> dict[Any, Any]:
+    """{first column: second column} of a two-column select."""
+    result = await session.execute(statement)
+    return dict(result.all())  # type: ignore[arg-type]  # rows of two columns are (key, value) pairs
 
 
 async def provide_db_session(database: Database) -> AsyncGenerator[AsyncSession, None]:

@@ -50,7 +50,7 @@ def _extra_route_handlers(settings: Settings) -> list[Any]:
         pass
     if settings.embedded_sandbox:
         try:
-            from app.sandbox.mount import sandbox_mount  # pyright: ignore[reportMissingImports]
+            from app.sandbox.mount import sandbox_mount
         except ImportError:  # the sandbox package is optional at this stage of the build
             sandbox_mount = None
         if sandbox_mount is not None:

@@ -1,5 +1,6 @@
 """Every ORM model, imported in one place so Alembic and tests see the whole schema."""
 
+from app.billing.models import StripeIntegration, StripeObject, SyncState, WebhookEvent
 from app.catalog.models import Addon, Charge, Coupon, Entitlement, Feature, Plan, PriceVersion, Product
 from app.core.outbox import OutboxEvent
 from app.customers.models import Customer
@@ -20,8 +21,12 @@ __all__ = [
     "Plan",
     "PriceVersion",
     "Product",
+    "StripeIntegration",
+    "StripeObject",
     "Subscription",
     "SubscriptionAddon",
+    "SyncState",
     "UsageCounter",
     "UsageEvent",
+    "WebhookEvent",
 ]

@@ -30,12 +30,21 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     admin_email: str | None = None
     admin_password: str | None = None
     stripe_connect_client_id: str | None = None
+    # Where Sandbox mode reaches the sandbox (default: the one mounted in this server).
+    stripe_sandbox_url: str | None = None
+    # Test and Live mode talk to Stripe itself unless this points elsewhere (tests, proxies).
+    stripe_api_base: str | None = None
+    var_dir: str = str(VAR_DIR)
     # Bodies above this size are refused with 413 before they are parsed.
     max_body_bytes: int = 2 * 1024 * 1024
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def sandbox_api_base(self) -> str:
+        return self.stripe_sandbox_url or f"{self.public_url}/sandbox/stripe"
 
 
 def _secret_from_var_dir(var_dir: Path) -> str:
@@ -80,4 +89,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         admin_email=env.get("TOLLGATE_ADMIN_EMAIL") or None,
         admin_password=env.get("TOLLGATE_ADMIN_PASSWORD") or None,
         stripe_connect_client_id=env.get("TOLLGATE_STRIPE_CONNECT_CLIENT_ID") or None,
+        stripe_sandbox_url=(env.get("TOLLGATE_STRIPE_SANDBOX_URL") or "").rstrip("/") or None,
+        stripe_api_base=(env.get("TOLLGATE_STRIPE_API_BASE") or "").rstrip("/") or None,
+        var_dir=str(var_dir),
     )

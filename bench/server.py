@@ -70,7 +70,7 @@ def tollgate_server(database_url: str | None, *, workers: int = 2) -> Iterator[R
             [TOLLGATE, "run", "--no-demo", "--workers", str(workers)],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=None if os.environ.get("BENCH_SERVER_LOG") else subprocess.DEVNULL,
         )
         try:
             deadline = time.time() + 30

@@ -26,6 +26,7 @@ from tests.support.databases import (
     postgres_url,
     sqlite_url,
 )
+from tests.support.sandbox import RunningSandbox, running_sandbox
 
 PG_AVAILABLE = postgres_reachable()
 PG_SKIP_REASON = "PostgreSQL is not reachable on 127.0.0.1:5432: PostgreSQL variants of the tests are SKIPPED"
@@ -74,13 +75,26 @@ def _migrate(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def stripe_sandbox() -> Iterator[RunningSandbox]:
+    """One sandbox server for the run; each environment gets its own sandbox account (key)."""
+    with running_sandbox() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="session")
+def settings(
+    database_url: str, stripe_sandbox: RunningSandbox, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     return Settings(
         database_url=database_url,
         secret="test-secret-" + "x" * 40,
         public_url="http://testserver.local",
         embedded_worker=False,
         embedded_sandbox=False,
+        # Sandbox mode and "Test mode" both reach the test run's sandbox: no test reaches Stripe.
+        stripe_sandbox_url=stripe_sandbox.base_url,
+        stripe_api_base=stripe_sandbox.base_url,
+        var_dir=str(tmp_path_factory.mktemp("var")),
     )
 
 

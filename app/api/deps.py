@@ -6,14 +6,14 @@ from typing import Any
 
 from litestar import Request
 from litestar.di import Provide
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import Database
 from app.environments.service import EnvironmentRef, environment_for_server_key
 
 
-async def provide_environment(request: Request[Any, Any, Any], db_session: AsyncSession) -> EnvironmentRef:
+async def provide_environment(request: Request[Any, Any, Any], database: Database) -> EnvironmentRef:
     """The environment whose server key the request carries; 401 problem+json otherwise."""
-    return await environment_for_server_key(db_session, request.headers.get("x-api-key"))
+    return await environment_for_server_key(database.fast, request.headers.get("x-api-key"))
 
 
 API_DEPENDENCIES = {"environment": Provide(provide_environment)}

@@ -7,10 +7,16 @@ from litestar import Router
 from app.api.catalog import CATALOG_CONTROLLERS
 from app.api.customers import CUSTOMER_CONTROLLERS
 from app.api.deps import API_DEPENDENCIES
+from app.api.integrations import INTEGRATION_CONTROLLERS
 from app.api.subscriptions import SUBSCRIPTION_HANDLERS
 
 api_router = Router(
     path="/api/v1",
-    route_handlers=[*CATALOG_CONTROLLERS, *CUSTOMER_CONTROLLERS, *SUBSCRIPTION_HANDLERS],
+    route_handlers=[
+        *CATALOG_CONTROLLERS,
+        *CUSTOMER_CONTROLLERS,
+        *SUBSCRIPTION_HANDLERS,
+        *INTEGRATION_CONTROLLERS,
+    ],
     dependencies=API_DEPENDENCIES,
 )

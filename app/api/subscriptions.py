@@ -9,8 +9,10 @@ from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.pagination import DEFAULT_LIMIT, Page
+from app.db import Database, utcnow
 from app.environments.service import EnvironmentRef
 from app.subscriptions import entitlements, service, usage
+from app.subscriptions.checks import fast_check
 from app.subscriptions.models import SubscriptionStatus
 from app.subscriptions.schemas import (
     CancelRequest,
@@ -106,7 +108,7 @@ class EntitlementController(Controller):
     @get("/{feature_id:str}")
     async def check(
         self,
-        db_session: AsyncSession,
+        database: Database,
         environment: EnvironmentRef,
         customer_id: str,
         feature_id: str,
@@ -114,14 +116,21 @@ class EntitlementController(Controller):
             int | None,
             Parameter(
                 query="requestedUsage",
+                ge=0,
                 description='Units about to be used. METERED: defaults to 1 ("may I use one more?"). '
                 "NUMBER: optional, compared with the limit. A soft limit grants access past the limit.",
             ),
         ] = None,
     ) -> EntitlementCheck:
-        return await entitlements.check_entitlement(
-            db_session, environment.pk, customer_id, feature_id, requested_usage=requested_usage
-        )
+        # The hot path needs no session; only an unusual case opens one.
+        now = utcnow()
+        fast = await fast_check(database.fast, environment.pk, customer_id, feature_id, requested_usage, now)
+        if fast is not None:
+            return fast
+        async with database.session() as session:
+            return await entitlements.check_entitlement(
+                session, environment.pk, customer_id, feature_id, requested_usage=requested_usage, now=now
+            )
 
 
 @post("/usage", status_code=200, tags=["usage"])

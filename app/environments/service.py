@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.errors import Conflict, InvalidRequest, Unauthorized
 from app.core.keys import hash_key, key_hint, new_publishable_key, new_server_key
 from app.environments.models import Environment
+from app.fastread import FastReader
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
@@ -68,7 +69,7 @@ _key_cache: dict[str, tuple[EnvironmentRef, float]] = {}
 _KEY_CACHE_SECONDS = 30.0
 
 
-async def environment_for_server_key(session: AsyncSession, key: str | None) -> EnvironmentRef:
+async def environment_for_server_key(reader: FastReader, key: str | None) -> EnvironmentRef:
     if not key:
         raise Unauthorized(
             "Send your environment's server key in the X-API-KEY header.", code="missing_api_key"
@@ -78,14 +79,12 @@ async def environment_for_server_key(session: AsyncSession, key: str | None) -> 
     now = time.monotonic()
     if cached is not None and cached[1] > now:
         return cached[0]
-    row = (
-        await session.execute(
-            select(Environment.pk, Environment.slug).where(Environment.server_key_hash == digest)
-        )
-    ).first()
+    row = await reader.one(
+        "SELECT pk, slug FROM environments WHERE server_key_hash = :digest", {"digest": digest}
+    )
     if row is None:
         raise Unauthorized("The API key is not valid.", code="invalid_api_key")
-    ref = EnvironmentRef(pk=row.pk, slug=row.slug)
+    ref = EnvironmentRef(pk=row[0], slug=row[1])
     _key_cache[digest] = (ref, now + _KEY_CACHE_SECONDS)
     return ref
 

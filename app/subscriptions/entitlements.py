@@ -5,15 +5,17 @@ aggregation.py for the combination rules and lifecycle.py for when a subscriptio
 and materialised in `Customer.entitlements_snapshot`, keyed by feature id, with
 `snapshot_valid_until` = the next moment they can change by time alone (a trial end, a
 cancellation, a scheduled change, a future start). A NULL or expired snapshot is recomputed
-on read. Writes: a change to one customer's subscriptions recomputes that snapshot in the
-same transaction (`rematerialise`); wider changes (a plan's or add-on's entitlements, the
-lifecycle worker) set it to NULL (invalidate) and leave the recompute to the next read.
+on read. Writes: a change to customers' subscriptions (service calls, the lifecycle worker)
+recomputes their snapshots in the same transaction (`rematerialize_customers`); catalog
+changes (a plan's or add-on's entitlements) set them to NULL (invalidate) and leave the
+recompute to the next read or usage report.
 Usage windows are not part of the validity: they are derived at read time from the stored
 reset period and anchor, so a month rolling over needs no recompute.
 
-The check (`check_entitlement`) is one SELECT joining the customer row (unique index on
-environment + id), the feature (unique index) and its usage counter (primary key): Core
-only, no ORM relationship loading.
+The check is one SELECT joining the customer row (unique index on environment + id), the
+feature (unique index) and its usage counter (primary key): `checks.fast_check` runs it
+without an ORM session and answers the common case; `check_entitlement` (Core, in a session)
+handles the rest and refreshes stale snapshots.
 """
 
 from __future__ import annotations
@@ -289,18 +291,6 @@ async def refresh_snapshots(
     return features
 
 
-async def rematerialise(session: AsyncSession, customer_pk: int, now: dt.datetime) -> None:
-    """After a change to one customer's subscriptions: recompute the snapshot in the same
-    transaction, so the first check after the change is the one-query hot path too.
-
-    The invalidation first moves `updated_at`, so a check that computed from the data
-    before this change cannot store its stale result over this one (see refresh_snapshot).
-    """
-    await invalidate_customers(session, [customer_pk])
-    await session.flush()
-    await refresh_snapshot(session, customer_pk, now)
-
-
 async def invalidate_customers(session: AsyncSession, customer_pks: Iterable[int]) -> None:
     pks = sorted(set(customer_pks))
     if not pks:
@@ -311,6 +301,21 @@ async def invalidate_customers(session: AsyncSession, customer_pks: Iterable[int
         .values(entitlements_snapshot=None, snapshot_valid_until=None)
         .execution_options(synchronize_session=False)
     )
+
+
+async def rematerialize_customers(
+    session: AsyncSession, customer_pks: Iterable[int], now: dt.datetime
+) -> None:
+    """Invalidate, then recompute at once, the snapshots of customers whose subscriptions changed.
+
+    Done in the changing transaction, so the next check finds a fresh snapshot instead of
+    computing (and writing) one on the read path. The invalidating UPDATE moves `updated_at`
+    first, which tells any concurrent read-path computation not to store its older result.
+    """
+    pks = sorted(set(customer_pks))
+    await invalidate_customers(session, pks)
+    for pk in pks:
+        await refresh_snapshot(session, pk, now)
 
 
 async def _invalidate_product(session: AsyncSession, product_pk: int | None) -> None:

@@ -225,7 +225,7 @@ async def advance_subscriptions(session: AsyncSession, now: dt.datetime, *, limi
     """Persist every transition due by `now` (trial ends, scheduled changes, cancellations,
     renewals). Returns how many subscriptions changed. Safe to run repeatedly and concurrently
     (on PostgreSQL rows are claimed with SKIP LOCKED)."""
-    from app.subscriptions.entitlements import invalidate_customers
+    from app.subscriptions.entitlements import rematerialize_customers
 
     due = or_(
         and_(Subscription.status == S.NOT_STARTED, Subscription.start_date <= now),
@@ -270,7 +270,7 @@ async def advance_subscriptions(session: AsyncSession, now: dt.datetime, *, limi
         ended = after.status in (S.CANCELED, S.EXPIRED)
         record_change(session, sub.environment_pk, "subscription", sub.pk, "canceled" if ended else "updated")
     await session.flush()
-    await invalidate_customers(session, changed_customers)
+    await rematerialize_customers(session, changed_customers, now)
     return count
 
 

@@ -55,7 +55,7 @@ from app.core.pagination import DEFAULT_LIMIT, Page, paginate
 from app.customers.models import Customer
 from app.db import utcnow
 from app.subscriptions import pricing
-from app.subscriptions.entitlements import invalidate_customers, rematerialise
+from app.subscriptions.entitlements import rematerialize_customers
 from app.subscriptions.lifecycle import LIVE_STATUSES, advance, state_of, store_state, sync_addon_rows
 from app.subscriptions.models import Subscription, SubscriptionAddon, SubscriptionStatus
 from app.subscriptions.periods import add_months, billing_period_window
@@ -510,7 +510,7 @@ async def _catch_up(session: AsyncSession, sub: Subscription, now: dt.datetime) 
             await sync_addon_rows(session, sub, after.addons)
         ended = after.status in (S.CANCELED, S.EXPIRED)
         record_change(session, sub.environment_pk, "subscription", sub.pk, "canceled" if ended else "updated")
-        await invalidate_customers(session, [sub.customer_pk])
+        await rematerialize_customers(session, [sub.customer_pk], now)
 
 
 async def _config_of(
@@ -774,7 +774,7 @@ async def _change(
         sub.scheduled_at = sub.current_period_end
         status = "SCHEDULED"
     record_change(session, sub.environment_pk, "subscription", sub.pk, "updated")
-    await rematerialise(session, sub.customer_pk, now)
+    await rematerialize_customers(session, [sub.customer_pk], now)
     return ProvisionResult(status=status, subscription=await _render_one(session, sub))
 
 
@@ -867,7 +867,7 @@ async def provision_subscription(
     await session.flush()
     await sync_addon_rows(session, sub, config.addon_tuples())
     record_change(session, environment_pk, "subscription", sub.pk, "created")
-    await rematerialise(session, customer.pk, now)
+    await rematerialize_customers(session, [customer.pk], now)
     return ProvisionResult(status="SUCCESS", subscription=await _render_one(session, sub))
 
 
@@ -878,7 +878,7 @@ async def activate_subscription(session: AsyncSession, sub: Subscription, now: d
     sub.status = S.ACTIVE
     sub.activated_at = sub.activated_at or now
     record_change(session, sub.environment_pk, "subscription", sub.pk, "updated")
-    await rematerialise(session, sub.customer_pk, now)
+    await rematerialize_customers(session, [sub.customer_pk], now)
 
 
 async def _live_subscription(
@@ -974,7 +974,7 @@ async def cancel_subscription(
         )
         change = "updated"
     record_change(session, environment_pk, "subscription", sub.pk, change)
-    await rematerialise(session, sub.customer_pk, now)
+    await rematerialize_customers(session, [sub.customer_pk], now)
     return await _render_one(session, sub)
 
 
@@ -988,7 +988,7 @@ async def cancel_scheduled_change(
     sub.scheduled_change = None
     sub.scheduled_at = None
     record_change(session, environment_pk, "subscription", sub.pk, "updated")
-    await rematerialise(session, sub.customer_pk, now)
+    await rematerialize_customers(session, [sub.customer_pk], now)
     return await _render_one(session, sub)
 
 

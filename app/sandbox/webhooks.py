@@ -1,0 +1,188 @@
+"""Webhook delivery: signed like Stripe, sent in the background, retried with backoff.
+
+Each (event, endpoint) pair is a delivery record kept in the store, so deliveries survive a
+restart and tests can read every attempt through the control API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import msgspec
+
+from app.sandbox.wire import new_id
+
+if TYPE_CHECKING:
+    from app.sandbox.core import Ctx
+    from app.sandbox.server import Sandbox
+
+logger = logging.getLogger("tollgate.sandbox.webhooks")
+
+DELIVERY_KIND = "_webhook_delivery"
+
+
+def sign(payload: str, secret: str, timestamp: int | None = None) -> str:
+    """Stripe's `Stripe-Signature` header: t=<unix time>,v1=<HMAC-SHA256 of "t.payload">."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    digest = hmac.new(secret.encode(), f"{timestamp}.{payload}".encode(), hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def wants(endpoint: dict[str, Any], event_type: str) -> bool:
+    if endpoint.get("status") != "enabled":
+        return False
+    enabled = endpoint.get("enabled_events") or []
+    return "*" in enabled or event_type in enabled
+
+
+class WebhookDispatcher:
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.retry_base_seconds = 1.0
+        self.max_attempts = 5
+        self.timeout_seconds = 5.0
+        self._pending: dict[str, tuple[str, float]] = {}  # delivery id -> (account, due monotonic)
+        self._wake: asyncio.Event | None = None
+        self._client: httpx.AsyncClient | None = None
+        store = sandbox.store
+        for account in store.accounts():
+            for delivery in store.list(account, DELIVERY_KIND):
+                if delivery["status"] == "pending":
+                    self._pending[delivery["id"]] = (account, time.monotonic())
+
+    def reset(self) -> None:
+        self._pending.clear()
+
+    # -- enqueue (inside a request) -----------------------------------------------------------
+    def enqueue(self, ctx: Ctx, event: dict[str, Any]) -> int:
+        faults = self.sandbox.faults.webhooks
+        rng = self.sandbox.faults.webhook_rng
+        count = 0
+        for endpoint in ctx.all("webhook_endpoint"):
+            if not wants(endpoint, event["type"]):
+                continue
+            count += 1
+            delivery = {
+                "id": new_id("whdel_"),
+                "object": DELIVERY_KIND,
+                "event": event["id"],
+                "event_type": event["type"],
+                "endpoint": endpoint["id"],
+                "url": endpoint["url"],
+                "status": "pending",
+                "created": time.time(),
+                "attempts": [],
+                "copies": 1,
+            }
+            if faults.drop and rng.random() < faults.drop:
+                delivery["status"] = "dropped"
+            elif faults.duplicate and rng.random() < faults.duplicate:
+                delivery["copies"] = 2
+            ctx.store.put(ctx.account, DELIVERY_KIND, delivery)
+            if delivery["status"] == "pending":
+                self._pending[delivery["id"]] = (ctx.account, time.monotonic() + faults.delay_ms / 1000)
+        if count and self._wake is not None:
+            self._wake.set()
+        return count
+
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    # -- the background sender ----------------------------------------------------------------
+    async def run(self) -> None:
+        self._wake = asyncio.Event()
+        self._client = httpx.AsyncClient(timeout=self.timeout_seconds)
+        try:
+            while True:
+                now = time.monotonic()
+                due = [d for d, (_, at) in self._pending.items() if at <= now]
+                if not due:
+                    upcoming = min((at for _, at in self._pending.values()), default=None)
+                    wait = 1.0 if upcoming is None else max(0.0, min(1.0, upcoming - now))
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                    continue
+                if self.sandbox.faults.webhooks.reorder:
+                    self.sandbox.faults.webhook_rng.shuffle(due)
+                else:
+                    due.sort(key=lambda d: self._pending[d][1])
+                for delivery_id in due:
+                    entry = self._pending.pop(delivery_id, None)
+                    if entry is not None:
+                        await self._attempt(entry[0], delivery_id)
+        finally:
+            await self._client.aclose()
+
+    async def _attempt(self, account: str, delivery_id: str) -> None:
+        store = self.sandbox.store
+        delivery = store.get(account, delivery_id, DELIVERY_KIND)
+        if delivery is None or delivery["status"] != "pending":
+            return
+        event = store.get(account, delivery["event"], "event")
+        endpoint = store.get(account, delivery["endpoint"], "webhook_endpoint")
+        if event is None or endpoint is None:
+            delivery["status"] = "abandoned"
+            with store.lock:
+                store.put(account, DELIVERY_KIND, delivery)
+                store.commit()
+            return
+        payload = msgspec.json.encode(event).decode()
+        outcome: dict[str, Any] = {}
+        for _ in range(delivery.get("copies", 1)):
+            outcome = await self._post(endpoint, payload)
+            delivery["attempts"].append(outcome)
+        succeeded = outcome.get("status") is not None and 200 <= outcome["status"] < 300
+        if succeeded:
+            delivery["status"] = "succeeded"
+        elif len(delivery["attempts"]) >= self.max_attempts * delivery.get("copies", 1):
+            delivery["status"] = "failed"
+        else:
+            retries = len(delivery["attempts"]) // delivery.get("copies", 1)
+            self._pending[delivery_id] = (
+                account,
+                time.monotonic() + self.retry_base_seconds * 2 ** (retries - 1),
+            )
+        with store.lock:
+            store.put(account, DELIVERY_KIND, delivery)
+            if delivery["status"] != "pending":
+                current = store.get(account, event["id"], "event")
+                if current is not None:
+                    current["pending_webhooks"] = max(0, current["pending_webhooks"] - 1)
+                    store.put(account, "event", current)
+            store.commit()
+
+    async def _post(self, endpoint: dict[str, Any], payload: str) -> dict[str, Any]:
+        assert self._client is not None
+        secret = endpoint.get("secret", "")
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+            "Stripe-Signature": sign(payload, secret),
+        }
+        started = time.monotonic()
+        attempt: dict[str, Any] = {"at": time.time(), "status": None, "error": None}
+        try:
+            response = await self._client.post(endpoint["url"], content=payload.encode(), headers=headers)
+            attempt["status"] = response.status_code
+        except httpx.HTTPError as error:
+            attempt["error"] = f"{type(error).__name__}: {error}"
+            logger.info("webhook delivery to %s failed: %s", endpoint["url"], attempt["error"])
+        attempt["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+        return attempt
+
+    async def drain(self, within_seconds: float) -> bool:
+        """Wait until nothing is pending (or the timeout passes); True when drained."""
+        deadline = time.monotonic() + within_seconds
+        while self._pending and time.monotonic() < deadline:
+            if self._wake is not None:
+                self._wake.set()
+            await asyncio.sleep(0.02)
+        return not self._pending
