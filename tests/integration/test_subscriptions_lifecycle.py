@@ -73,7 +73,7 @@ class Clock:
 
     async def advance(self, at: dt.datetime) -> int:
         async with self.database.session() as session:
-            return await advance_subscriptions(session, at)
+            return await advance_subscriptions(session, at, environment_pk=self.env_pk)
 
     async def sub(self, ref: str) -> Subscription:
         async with self.database.session() as session:
