@@ -1,5 +1,6 @@
 """Every ORM model, imported in one place so Alembic and tests see the whole schema."""
 
+from app.admin.models import LoginFailure, Operator  # noqa: F401  (the console's tables)
 from app.catalog.models import Addon, Charge, Coupon, Entitlement, Feature, Plan, PriceVersion, Product
 from app.core.outbox import OutboxEvent
 from app.customers.models import Customer

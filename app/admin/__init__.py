@@ -1,0 +1,1 @@
+"""The operator console under /admin: sign-in, environment switcher, catalog and customer screens."""
