@@ -1,0 +1,185 @@
+"""The console's access rules without a browser: sign-in, sessions, CSRF, rate limit, fragments."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from app.admin.auth import add_operator, ensure_bootstrap_operator
+from app.admin.context import safe_next
+from app.admin.security import csrf_config, session_config
+from app.db import Database
+from app.settings import Settings
+from tests.conftest import ApiEnv
+
+PASSWORD = "correct horse battery"
+TOKEN_RE = re.compile(r'name="_csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+async def admin_client(client: AsyncTestClient[Litestar]) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """The suite's client with an empty cookie jar (the console is all about cookies)."""
+    client.cookies.clear()
+    yield client
+    client.cookies.clear()
+
+
+@pytest.fixture
+async def operator_email(database: Database) -> str:
+    email = f"op-{uuid.uuid4().hex[:8]}@example.com"
+    async with database.session() as session:
+        await add_operator(session, email, PASSWORD)
+    return email
+
+
+async def csrf_from(client: AsyncTestClient[Litestar], path: str = "/admin/login") -> str:
+    page = await client.get(path)
+    match = TOKEN_RE.search(page.text)
+    assert match, page.text[:500]
+    return match.group(1)
+
+
+async def sign_in(
+    client: AsyncTestClient[Litestar], email: str, password: str = PASSWORD, next_url: str = ""
+) -> httpx.Response:
+    token = await csrf_from(client)
+    return await client.post(
+        "/admin/login",
+        data={"email": email, "password": password, "next": next_url, "_csrf_token": token},
+        follow_redirects=False,
+    )
+
+
+async def test_pages_redirect_to_login_and_back(
+    admin_client: AsyncTestClient[Litestar], operator_email: str, api: ApiEnv
+) -> None:
+    deep = f"/admin/plans/basic?env={api.created.environment_id}"
+    response = await admin_client.get(deep, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/admin/login?next=")
+    signed = await sign_in(admin_client, operator_email, next_url=deep)
+    assert signed.status_code == 303 and signed.headers["location"] == deep
+    cookie = signed.headers.get_list("set-cookie")
+    session_cookie = next(c for c in cookie if c.startswith("tollgate_admin="))
+    assert (
+        "HttpOnly" in session_cookie and "SameSite=lax" in session_cookie and "Path=/admin" in session_cookie
+    )
+    assert "Secure" not in session_cookie  # public_url is http in the tests
+    page = await admin_client.get(deep)
+    assert page.status_code == 404 and "No plan" in page.text  # signed in: the plan page itself answers
+    assert page.headers["content-type"].startswith("text/html")
+
+
+async def test_wrong_password_refused(admin_client: AsyncTestClient[Litestar], operator_email: str) -> None:
+    response = await sign_in(admin_client, operator_email, "wrong password!")
+    assert response.status_code == 401
+    assert "not right" in response.text
+    assert (await admin_client.get("/admin", follow_redirects=False)).status_code == 303
+
+
+async def test_login_rate_limited_per_email_and_address(
+    admin_client: AsyncTestClient[Litestar], operator_email: str
+) -> None:
+    for _ in range(5):
+        assert (await sign_in(admin_client, operator_email, "wrong password!")).status_code == 401
+    limited = await sign_in(admin_client, operator_email)  # even the right password waits now
+    assert limited.status_code == 429
+    assert "Too many" in limited.text
+    assert (await admin_client.get("/admin", follow_redirects=False)).status_code == 303
+
+
+async def test_post_without_csrf_token_is_refused(
+    admin_client: AsyncTestClient[Litestar], operator_email: str, api: ApiEnv
+) -> None:
+    no_token = await admin_client.post("/admin/login", data={"email": operator_email, "password": PASSWORD})
+    assert no_token.status_code == 403
+    assert (await sign_in(admin_client, operator_email)).status_code == 303
+    env = api.created.environment_id
+    token = await csrf_from(admin_client, f"/admin/features/_new?env={env}")
+    form = {"id": "sso", "name": "SSO", "featureType": "BOOLEAN"}
+    refused = await admin_client.post(f"/admin/features/_new?env={env}", data=form)
+    assert refused.status_code == 403 and "security token" in refused.text
+    wrong = await admin_client.post(
+        f"/admin/features/_new?env={env}", data={**form, "_csrf_token": "x" * 128}
+    )
+    assert wrong.status_code == 403
+    assert (await api.get("/features/sso")).status_code == 404, "a refused POST changes nothing"
+    header = await admin_client.post(
+        f"/admin/features/_new?env={env}", data=form, headers={"X-CSRFToken": token}, follow_redirects=False
+    )
+    assert header.status_code == 303
+    assert (await api.get("/features/sso")).status_code == 200
+
+
+async def test_api_is_not_under_csrf_or_sessions(api: ApiEnv) -> None:
+    created = await api.post("/products", {"id": "p1", "name": "P1"})
+    assert created.status_code == 201
+    assert "set-cookie" not in created.headers
+
+
+async def test_htmx_gets_fragments_and_vary(
+    admin_client: AsyncTestClient[Litestar], operator_email: str, api: ApiEnv
+) -> None:
+    await sign_in(admin_client, operator_email)
+    env = api.created.environment_id
+    full = await admin_client.get(f"/admin/features?env={env}")
+    assert full.status_code == 200 and "<html" in full.text and 'id="results"' in full.text
+    assert "HX-Request" in full.headers["vary"]
+    assert "script-src 'self'" in full.headers["content-security-policy"]
+    main = await admin_client.get(
+        f"/admin/features?env={env}", headers={"HX-Request": "true", "HX-Target": "main"}
+    )
+    assert "<html" not in main.text and 'hx-swap-oob="true"' in main.text and "<title>" in main.text
+    results = await admin_client.get(
+        f"/admin/features?env={env}&q=zzz", headers={"HX-Request": "true", "HX-Target": "results"}
+    )
+    assert results.text.lstrip().startswith('<div id="results">') and "Nothing matches" in results.text
+    unsigned = await admin_client.post(
+        "/admin/logout", headers={"X-CSRFToken": await csrf_from(admin_client, f"/admin?env={env}")}
+    )
+    assert unsigned.status_code in (200, 303)
+    expired = await admin_client.get(
+        f"/admin/features?env={env}", headers={"HX-Request": "true", "HX-Target": "main"}
+    )
+    assert expired.status_code == 401 and expired.headers["hx-redirect"].startswith("/admin/login")
+
+
+def test_next_only_inside_the_console() -> None:
+    assert safe_next("/admin/plans/x?env=a") == "/admin/plans/x?env=a"
+    for bad in (
+        "//evil.example",
+        "https://evil.example/admin",
+        "/admin\\@evil",
+        "/other",
+        None,
+        "/admin\r\nX: y",
+    ):
+        assert safe_next(bad) == "/admin"
+
+
+def test_cookies_are_secure_behind_https(settings: Settings) -> None:
+    https = Settings(
+        database_url=settings.database_url, secret=settings.secret, public_url="https://billing.example"
+    )
+    assert session_config(https).secure and csrf_config(https).cookie_secure
+    assert not session_config(settings).secure
+    assert session_config(https).secret != csrf_config(https).secret.encode()
+
+
+async def test_bootstrap_operator_only_once(database: Database, settings: Settings) -> None:
+    first = Settings(
+        database_url=settings.database_url,
+        secret=settings.secret,
+        admin_email=f"boot-{uuid.uuid4().hex[:6]}@example.com",
+        admin_password="bootstrap-password",
+    )
+    created = await ensure_bootstrap_operator(database, first)
+    # The database is shared by the suite: other tests may have created operators before.
+    assert created in (True, False)
+    assert await ensure_bootstrap_operator(database, first) is False
