@@ -10,6 +10,7 @@ import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.admin.models import LoginFailure, Operator
@@ -94,10 +95,13 @@ async def ensure_bootstrap_operator(database: Database, settings: Settings) -> b
     """
     if not settings.admin_email or not settings.admin_password:
         return False
-    async with database.session() as session:
-        if await session.scalar(select(func.count()).select_from(Operator)):
-            return False
-        await add_operator(session, settings.admin_email, settings.admin_password)
+    try:
+        async with database.session() as session:
+            if await session.scalar(select(func.count()).select_from(Operator)):
+                return False
+            await add_operator(session, settings.admin_email, settings.admin_password)
+    except IntegrityError:
+        return False  # another process starting at the same moment created it
     logger.info("created the first operator from TOLLGATE_ADMIN_EMAIL")
     return True
 
@@ -123,13 +127,8 @@ async def sign_in(session: AsyncSession, email: str, password: str, client_ip: s
     operator = await session.scalar(select(Operator).where(Operator.email == email))
     valid = await _verify(operator.password_hash if operator else _DUMMY_HASH, password)
     if operator is None or not valid or not operator.is_active:
-        await session.execute(
-            delete(LoginFailure).where(
-                LoginFailure.email == email,
-                LoginFailure.client_ip == client_ip,
-                LoginFailure.failed_at <= since,
-            )
-        )
+        # Expired failures of every key go: the table only ever holds the last 15 minutes.
+        await session.execute(delete(LoginFailure).where(LoginFailure.failed_at <= since))
         session.add(LoginFailure(email=email, client_ip=client_ip))
         await session.flush()
         raise Unauthorized("The email or password is not right.", code="invalid_credentials")

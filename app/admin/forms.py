@@ -23,6 +23,7 @@ FormData = Mapping[str, Any]
 Errors = dict[str, str]
 
 _PATH_RE = re.compile(r"at `\$\.?(?P<path>[^`]*)`")
+_MISSING_RE = re.compile(r"missing required field `(?P<field>[^`]+)`")
 _ROW_RE = re.compile(r"^(?P<list>[A-Za-z]+)\[(?P<index>\d+)\]\.(?P<field>[A-Za-z]+)$")
 
 
@@ -114,6 +115,10 @@ def convert(data: dict[str, Any], struct: type[T]) -> T:
         message = str(exc)
         match = _PATH_RE.search(message)
         field = match["path"] if match else "_form"
+        if missing := _MISSING_RE.search(message):
+            # `$.charges[0]` + missing `amount` -> the field charges[0].amount
+            field = f"{field}.{missing['field']}" if match else missing["field"]
+            message = "This field is required."
         if field.startswith("defaultTrial"):
             field = "trialDays"
         human = message.split(" - at ")[0]

@@ -85,6 +85,7 @@ def render(
     context: Mapping[str, Any],
     *,
     status_code: int = 200,
+    headers: Mapping[str, str] | None = None,
 ) -> Response[str]:
     template = templates.get_template(template_name)
     target = request.headers.get("hx-target") if is_htmx(request) else None
@@ -98,7 +99,7 @@ def render(
         body = "".join(template.blocks[target](template.new_context(variables)))
     else:
         body = template.render(variables)
-    return html_response(body, status_code)
+    return html_response(body, status_code, headers)
 
 
 def redirect(request: Request[Any, Any, Any], location: str) -> Response[str]:

@@ -89,7 +89,7 @@ async def test_login_rate_limited_per_email_and_address(
     for _ in range(5):
         assert (await sign_in(admin_client, operator_email, "wrong password!")).status_code == 401
     limited = await sign_in(admin_client, operator_email)  # even the right password waits now
-    assert limited.status_code == 429
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "900"
     assert "Too many" in limited.text
     assert (await admin_client.get("/admin", follow_redirects=False)).status_code == 303
 

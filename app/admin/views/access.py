@@ -30,12 +30,14 @@ def _login_page(
     email: str = "",
     error: str | None = None,
     status: int = 200,
+    headers: dict[str, str] | None = None,
 ) -> Response[str]:
     return render(
         request,
         "admin/login.html",
         {"next": next_url, "email": email, "error": error},
         status_code=status,
+        headers=headers,
     )
 
 
@@ -56,7 +58,10 @@ async def login(request: Request[Any, Any, Any], db_session: AsyncSession) -> Re
     try:
         operator = await sign_in(db_session, email, str(form.get("password") or ""), client_ip)
     except TooManyAttempts as exc:
-        return _login_page(request, target, email=email, error=exc.message, status=429)
+        retry_after = str(exc.extra.get("retry_after", 900))
+        return _login_page(
+            request, target, email=email, error=exc.message, status=429, headers={"Retry-After": retry_after}
+        )
     except Unauthorized as exc:
         # The failure row is kept (no rollback): it is what the rate limit counts.
         return _login_page(request, target, email=email, error=exc.message, status=401)
