@@ -133,7 +133,3 @@ def service_errors(exc: TollgateError) -> Errors:
     if field == "defaultTrial":
         field = "trialDays"
     return {field: exc.message}
-
-
-def field_error(errors: Mapping[str, str], name: str) -> str | None:
-    return errors.get(name)

@@ -255,4 +255,13 @@ def test_customer_page_and_environment_pages(console: Console) -> None:
     expect(page.locator("#server-key")).to_contain_text("tg_sk_")
     page.get_by_role("link", name="Open Staging").click()
     expect(page.get_by_label("Environment")).to_have_value("staging")
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    # The switcher submits itself when a value is picked (a plain form with a button otherwise).
+    page.get_by_role("navigation").get_by_role("link", name="Customers").click()
+    expect(page.locator("#results")).to_contain_text("No customers yet")
+    page.get_by_label("Environment").select_option(ENV)
+    expect(page).to_have_url(f"{console.server.url}/admin/customers?env={ENV}")
+    expect(page.locator("#results")).to_contain_text("cus-42")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=screenshot_path("customers-mobile"), full_page=True)
     no_problems(page)

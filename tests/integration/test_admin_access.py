@@ -13,6 +13,7 @@ from litestar.testing import AsyncTestClient
 
 from app.admin.auth import add_operator, ensure_bootstrap_operator
 from app.admin.context import safe_next
+from app.admin.links import entity_url
 from app.admin.security import csrf_config, session_config
 from app.db import Database
 from app.settings import Settings
@@ -148,6 +149,16 @@ async def test_htmx_gets_fragments_and_vary(
         f"/admin/features?env={env}", headers={"HX-Request": "true", "HX-Target": "main"}
     )
     assert expired.status_code == 401 and expired.headers["hx-redirect"].startswith("/admin/login")
+
+
+def test_entity_urls() -> None:
+    assert (
+        entity_url("https://t.example/", "plans", "pro", "prod")
+        == "https://t.example/admin/plans/pro?env=prod"
+    )
+    assert (
+        entity_url("https://t.example", "customers", "a|b c") == "https://t.example/admin/customers/a%7Cb%20c"
+    )
 
 
 def test_next_only_inside_the_console() -> None:

@@ -15,23 +15,6 @@ from app.admin.rendering import redirect, render
 from app.admin.views.catalog import archive_and_return, render_list, save
 from app.catalog import schemas as s
 from app.catalog import service
-from app.catalog.models import (
-    BillingModel,
-    BillingPeriod,
-    PricingType,
-    ResetPeriod,
-    TiersMode,
-    TrialEndBehavior,
-)
-
-ENUMS = {
-    "pricing_types": [p.value for p in PricingType],
-    "billing_periods": [p.value for p in BillingPeriod],
-    "billing_models": [m.value for m in BillingModel],
-    "reset_periods": [r.value for r in ResetPeriod],
-    "tiers_modes": [t.value for t in TiersMode],
-    "trial_end_behaviors": [t.value for t in TrialEndBehavior],
-}
 
 
 async def form_choices(db_session: AsyncSession, ctx: AdminContext, kind: str) -> dict[str, Any]:
@@ -44,7 +27,7 @@ async def form_choices(db_session: AsyncSession, ctx: AdminContext, kind: str) -
     if kind == "plans":
         found["addons"] = await choices(db_session, env, "addons")
         found["plans"] = await choices(db_session, env, "plans")
-    return {**ENUMS, "choices": found}
+    return {"choices": found}
 
 
 def spare_rows(form: Any) -> dict[str, int]:
