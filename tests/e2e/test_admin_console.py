@@ -8,8 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from app.admin import auth
 from app.admin.auth import add_operator
 from app.db import Database
 from app.environments.service import CreatedEnvironment, create_environment
@@ -67,11 +69,14 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
             created["env"] = await create_environment(session, ENV, "End to end")
             await add_operator(session, EMAIL, PASSWORD)
 
-    with serve_app(tmp_path_factory.mktemp("console"), prepare=prepare) as server, chromium() as browser:
-        console = Console(server=server, browser=browser, env=created["env"])
-        yield console
-        for context in console.contexts:
-            context.close()
+    with pytest.MonkeyPatch.context() as patch:
+        # Still argon2id, with small costs: the machine is shared and the real cost is not under test.
+        patch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+        with serve_app(tmp_path_factory.mktemp("console"), prepare=prepare) as server, chromium() as browser:
+            console = Console(server=server, browser=browser, env=created["env"])
+            yield console
+            for context in console.contexts:
+                context.close()
 
 
 def sign_in(page: Page, password: str = PASSWORD) -> None:

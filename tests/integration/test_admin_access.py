@@ -5,22 +5,36 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlalchemy import select
 
-from app.admin.auth import add_operator, ensure_bootstrap_operator
+from app.admin import auth
+from app.admin.auth import TooManyAttempts, add_operator, create_operator, ensure_bootstrap_operator
+from app.admin.auth import sign_in as check_credentials
 from app.admin.context import safe_next
 from app.admin.links import entity_url
+from app.admin.models import Operator
 from app.admin.security import csrf_config, session_config
+from app.core.errors import InvalidRequest, Unauthorized
 from app.db import Database
+from app.migrate import upgrade_to_head
 from app.settings import Settings
 from tests.conftest import ApiEnv
 
 PASSWORD = "correct horse battery"
 TOKEN_RE = re.compile(r'name="_csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Still argon2id, with small costs: the machine is shared and the real cost is not under test."""
+    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 @pytest.fixture
@@ -183,14 +197,48 @@ def test_cookies_are_secure_behind_https(settings: Settings) -> None:
     assert session_config(https).secret != csrf_config(https).secret.encode()
 
 
-async def test_bootstrap_operator_only_once(database: Database, settings: Settings) -> None:
-    first = Settings(
-        database_url=settings.database_url,
-        secret=settings.secret,
-        admin_email=f"boot-{uuid.uuid4().hex[:6]}@example.com",
-        admin_password="bootstrap-password",
-    )
-    created = await ensure_bootstrap_operator(database, first)
-    # The database is shared by the suite: other tests may have created operators before.
-    assert created in (True, False)
-    assert await ensure_bootstrap_operator(database, first) is False
+async def test_bootstrap_operator_only_once(tmp_path: Path, settings: Settings) -> None:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'bootstrap.db'}")
+    try:
+        await upgrade_to_head(database)
+        boot = Settings(
+            database_url=database.url,
+            secret=settings.secret,
+            admin_email="Boss@Example.com",
+            admin_password="bootstrap-password",
+        )
+        assert await ensure_bootstrap_operator(database, boot) is True
+        changed = Settings(
+            database_url=database.url,
+            secret=settings.secret,
+            admin_email="other@example.com",
+            admin_password="x" * 12,
+        )
+        assert await ensure_bootstrap_operator(database, changed) is False, (
+            "only the very first start creates one"
+        )
+        async with database.session() as session:
+            emails = (await session.scalars(select(Operator.email))).all()
+            assert emails == ["boss@example.com"]
+            operator = await check_credentials(
+                session, "boss@example.com ", "bootstrap-password", "127.0.0.1"
+            )
+            assert operator.last_login_at is not None
+        with pytest.raises(InvalidRequest):
+            await create_operator(database, "short@example.com", "short")
+        assert (await create_operator(database, "second@example.com", "a good password")).pk > 0
+    finally:
+        await database.dispose()
+
+
+async def test_rate_limit_counts_per_address(database: Database, operator_email: str) -> None:
+    async with database.session() as session:
+        for _ in range(5):
+            with pytest.raises(Unauthorized):
+                await check_credentials(session, operator_email, "wrong password!", "10.0.0.1")
+        with pytest.raises(TooManyAttempts):
+            await check_credentials(session, operator_email, PASSWORD, "10.0.0.1")
+        # Another address is not locked out by someone else's guesses.
+        assert (
+            await check_credentials(session, operator_email, PASSWORD, "10.0.0.2")
+        ).email == operator_email

@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import update
 
+from app.admin import auth
 from app.admin.auth import add_operator, hash_password
 from app.admin.forms import to_major_units, to_minor_units
 from app.admin.models import Operator
@@ -20,6 +22,12 @@ from tests.conftest import ApiEnv
 
 PASSWORD = "screens password 123"
 TOKEN_RE = re.compile(r'name="_csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Still argon2id, with small costs: the machine is shared and the real cost is not under test."""
+    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 class Console:
