@@ -44,6 +44,7 @@ class AdminContext(msgspec.Struct, kw_only=True):
     env: EnvironmentRef | None = None
     env_name: str = ""
     flash: str | None = None
+    flash_is_error: bool = False
 
     @property
     def env_ref(self) -> EnvironmentRef:
@@ -91,11 +92,12 @@ async def provide_base_context(request: Request[Any, Any, Any], db_session: Asyn
             select(Environment.pk, Environment.slug, Environment.name).order_by(Environment.pk)
         )
     ).all()
-    flash = request.session.pop(SESSION_FLASH, None) if SESSION_FLASH in request.session else None
+    notice = request.session.pop(SESSION_FLASH, None) if SESSION_FLASH in request.session else None
     context = AdminContext(
         operator_email=operator.email,
         environments=[EnvironmentChoice(slug=r.slug, name=r.name) for r in rows],
-        flash=flash if isinstance(flash, str) else None,
+        flash=str(notice["text"]) if isinstance(notice, dict) else None,
+        flash_is_error=isinstance(notice, dict) and bool(notice.get("error")),
     )
     wanted = request.query_params.get("env") or request.session.get(SESSION_ENV)
     chosen = next((r for r in rows if r.slug == wanted), None)
@@ -119,6 +121,6 @@ async def provide_context(base_context: AdminContext) -> AdminContext:
     return base_context
 
 
-def flash(request: Request[Any, Any, Any], message: str) -> None:
-    """A one-line notice shown on the next page (e.g. "Plan published")."""
-    request.session[SESSION_FLASH] = message
+def flash(request: Request[Any, Any, Any], message: str, *, error: bool = False) -> None:
+    """A one-line notice shown on the next page ("Plan published", or why it was not)."""
+    request.session[SESSION_FLASH] = {"text": message, "error": error}

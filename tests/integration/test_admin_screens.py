@@ -114,6 +114,23 @@ async def test_feature_create_edit_archive_and_errors(console: Console, api: Api
     assert (await api.ok("get", "/features/seats"))["name"] == "Team seats"
     blank = await console.post("/admin/features/seats", {"name": ""})
     assert blank.status_code == 422 and field_error(blank.text, "f-name")
+    await api.ok("post", "/products", {"id": "acme", "name": "Acme"})
+    await api.ok(
+        "post",
+        "/plans",
+        {
+            "id": "p",
+            "productId": "acme",
+            "name": "P",
+            "pricingType": "FREE",
+            "entitlements": [{"featureId": "seats", "usageLimit": 3}],
+        },
+    )
+    in_use = await console.post("/admin/features/seats/archive", {})
+    assert in_use.status_code == 303
+    refused = await console.get("/admin/features/seats")
+    assert 'class="flash flash-error" role="alert">Feature &#39;seats&#39; is granted by 1' in refused.text
+    await api.ok("post", "/plans/p/archive", status=200)
     archived = await console.post("/admin/features/seats/archive", {})
     assert archived.status_code == 303
     assert (await api.ok("get", "/features/seats"))["status"] == "ARCHIVED"

@@ -108,7 +108,7 @@ async def archive_and_return(
         await call
     except TollgateError as exc:
         await db_session.rollback()
-        flash(request, exc.message)
+        flash(request, exc.message, error=True)
         return redirect(request, url)
     flash(request, done)
     return redirect(request, url)
