@@ -70,11 +70,11 @@ def signed_in_operator_pk(request: Request[Any, Any, Any]) -> int | None:
 
 def safe_next(target: str | None) -> str:
     """Only a path inside the console: never another site (`//evil`, `/\\evil`, `https://...`)."""
-    if not target or not target.startswith(ADMIN_PATH) or target.startswith("//") or "\\" in target:
+    if not target or "\\" in target or any(ch in target for ch in "\r\n"):
         return ADMIN_PATH
-    if any(ch in target for ch in "\r\n"):
-        return ADMIN_PATH
-    return target
+    if target == ADMIN_PATH or target.startswith((ADMIN_PATH + "/", ADMIN_PATH + "?")):
+        return target
+    return ADMIN_PATH
 
 
 async def provide_base_context(request: Request[Any, Any, Any], db_session: AsyncSession) -> AdminContext:

@@ -91,7 +91,6 @@ def render(
     target = request.headers.get("hx-target") if is_htmx(request) else None
     variables = {
         "csrf_token": csrf_token(request),
-        "request_path": request.url.path,
         "layout": "layouts/admin_fragment.html" if target == "main" else "layouts/admin.html",
         **context,
     }

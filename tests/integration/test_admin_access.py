@@ -177,7 +177,9 @@ def test_entity_urls() -> None:
 
 def test_next_only_inside_the_console() -> None:
     assert safe_next("/admin/plans/x?env=a") == "/admin/plans/x?env=a"
+    assert safe_next("/admin?env=a") == "/admin?env=a"
     for bad in (
+        "/administrator",
         "//evil.example",
         "https://evil.example/admin",
         "/admin\\@evil",
