@@ -264,6 +264,20 @@ async def test_addon_and_coupon_screens(console: Console, api: ApiEnv) -> None:
     assert addon["charges"][0]["amount"] == 1200 and addon["maxQuantity"] == 3
     assert (await console.post("/admin/addons/extra/publish", {})).status_code == 303
     assert (await api.ok("get", "/addons/extra"))["status"] == "PUBLISHED"
+    page = await console.get("/admin/addons/extra")
+    assert page.status_code == 200 and "Published" in page.text and 'value="1200"' in page.text
+    changed = await console.post(
+        "/admin/addons/extra",
+        {"name": "Extra+", "pricingType": "PAID", "maxQuantity": "", "displayOrder": "2",
+         "charges[0].billingPeriod": "ANNUALLY", "charges[0].currency": "JPY", "charges[0].billingModel": "FLAT_FEE",
+         "charges[0].amount": "1500"},
+    )  # fmt: skip
+    assert changed.status_code == 303
+    addon = await api.ok("get", "/addons/extra")
+    assert (addon["name"], addon["maxQuantity"], addon["priceVersion"]) == ("Extra+", None, 2)
+    product = await console.post("/admin/products/acme", {"name": "Acme Inc", "description": "Tools"})
+    assert product.status_code == 303
+    assert (await api.ok("get", "/products/acme"))["description"] == "Tools"
 
     await console.get("/admin/coupons/_new")
     months = await console.post(
@@ -336,6 +350,17 @@ async def test_tampered_or_revoked_sessions_sign_out(console: Console, database:
             update(Operator).where(Operator.email == console.email).values(password_hash=new_hash)
         )
     assert (await console.get("/admin", follow_redirects=False)).status_code == 303
+
+
+async def test_environment_creation_shows_keys_once(console: Console) -> None:
+    await console.get("/admin/environments/_new")
+    bad = await console.post("/admin/environments/_new", {"slug": "Not Valid", "name": ""})
+    assert bad.status_code == 422 and "lower-case" in field_error(bad.text, "f-slug")
+    slug = f"env-{uuid.uuid4().hex[:6]}"
+    made = await console.post("/admin/environments/_new", {"slug": slug, "name": "Staging"})
+    assert made.status_code == 201 and "tg_sk_" in made.text and "tg_pk_" in made.text
+    listing = await console.client.get("/admin/environments")
+    assert slug in listing.text and "tg_sk_" not in listing.text
 
 
 def test_amounts_typed_in_major_units() -> None:
