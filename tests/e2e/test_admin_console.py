@@ -258,7 +258,16 @@ def test_customer_page_and_environment_pages(console: Console) -> None:
     page.locator("#f-slug").fill("staging")
     page.get_by_role("button", name="Create environment").click()
     expect(page.locator("#server-key")).to_contain_text("tg_sk_")
-    page.get_by_role("link", name="Open Staging").click()
+    # htmx keeps no copy of pages in localStorage (it would hold this key), and Back still works.
+    page.get_by_role("navigation").get_by_role("link", name="Features").click()
+    expect(page.get_by_role("heading", name="Features")).to_be_visible()
+    assert page.evaluate("() => window.localStorage.getItem('htmx-history-cache')") is None
+    page.go_back()
+    expect(page.get_by_role("heading", name="New environment")).to_be_visible()
+    page.go_forward()
+    expect(page.get_by_role("heading", name="Features")).to_be_visible()
+    page.get_by_role("navigation").get_by_role("link", name="Environments").click()
+    page.get_by_role("link", name="Open").last.click()
     expect(page.get_by_label("Environment")).to_have_value("staging")
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     # The switcher submits itself when a value is picked (a plain form with a button otherwise).
