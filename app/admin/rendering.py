@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -43,6 +44,23 @@ def _label(value: Any) -> str:
     return text.replace("_", " ").capitalize()
 
 
+_GROUPS = {"charges": "Price line", "entitlements": "Entitlement line"}
+_NAMES = {"charges": "Prices", "entitlements": "Entitlements", "compatibleAddonIds": "Compatible add-ons"}
+
+
+def _field_label(param: str) -> str:
+    """An error's field for people: `charges[0].amount` -> "Price line 1, amount", `meterType` -> "Meter type"."""
+    parts = []
+    for piece in param.split("."):
+        match = re.fullmatch(r"(\w+)\[(\d+)\]", piece)
+        if match:
+            parts.append(f"{_GROUPS.get(match[1], match[1])} {int(match[2]) + 1}")
+        else:
+            words = _NAMES.get(piece) or re.sub(r"(?<!^)([A-Z])", r" \1", piece).lower()
+            parts.append(words[:1].upper() + words[1:] if not parts else words)
+    return ", ".join(parts)
+
+
 def _build_environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(PROJECT_ROOT / "templates"),
@@ -51,7 +69,13 @@ def _build_environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(money=_money, when=_when, label=_label, urlpart=lambda v: quote(str(v), safe=""))
+    env.filters.update(
+        money=_money,
+        when=_when,
+        label=_label,
+        field_label=_field_label,
+        urlpart=lambda v: quote(str(v), safe=""),
+    )
     env.globals.update(htmx_version=HTMX_VERSION, urlencode=urlencode)
     return env
 
