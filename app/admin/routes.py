@@ -14,7 +14,7 @@ from app.admin.security import ADMIN_PATH, AdminCSRFMiddleware, AdminSessionMidd
 from app.admin.views.access import ACCESS_HANDLERS
 from app.admin.views.catalog import CouponController, FeatureController, ProductController
 from app.admin.views.customers import CustomerController
-from app.admin.views.dashboard import dashboard
+from app.admin.views.dashboard import dashboard, not_found_page
 from app.admin.views.environments import EnvironmentController
 from app.admin.views.priced import AddonController, PlanController
 
@@ -30,6 +30,7 @@ admin_router = Router(
         AddonController,
         CouponController,
         CustomerController,
+        not_found_page,
     ],
     # The session is read by the CSRF-protected handlers, so it wraps them (listed first = outermost).
     middleware=[AdminSessionMiddleware, AdminCSRFMiddleware],

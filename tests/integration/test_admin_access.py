@@ -71,6 +71,12 @@ async def sign_in(
     )
 
 
+async def test_unknown_console_pages_need_sign_in_too(admin_client: AsyncTestClient[Litestar]) -> None:
+    response = await admin_client.get("/admin/subscriptions/sub_1?env=prod", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/admin/login?next=%2Fadmin%2Fsubscriptions%2Fsub_1%3Fenv%3Dprod"
+
+
 async def test_pages_redirect_to_login_and_back(
     admin_client: AsyncTestClient[Litestar], operator_email: str, api: ApiEnv
 ) -> None:
@@ -88,6 +94,9 @@ async def test_pages_redirect_to_login_and_back(
     assert "Secure" not in session_cookie  # public_url is http in the tests
     page = await admin_client.get(deep)
     assert page.status_code == 404 and "No plan" in page.text  # signed in: the plan page itself answers
+    assert page.headers["content-type"].startswith("text/html")
+    unknown = await admin_client.get("/admin/subscriptions/sub_1")
+    assert unknown.status_code == 404 and "nothing at this address" in unknown.text
     assert page.headers["content-type"].startswith("text/html")
 
 
