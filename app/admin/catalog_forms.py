@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.admin.forms import Errors, FormData, all_values, checked, money, row_indexes, to_major_units
+from app.admin.forms import (
+    Errors,
+    FormData,
+    all_values,
+    checked,
+    row_indexes,
+    to_major_units,
+    to_minor_units,
+)
 from app.catalog import schemas as s
 
 ENTITLEMENT_FIELDS = ("featureId", "usageLimit", "unlimited", "hasSoftLimit", "resetPeriod")
@@ -34,7 +42,18 @@ def _optional(data: dict[str, Any], key: str, value: Any) -> None:
         data[key] = value
 
 
-def _int_or_text(value: str, key: str, errors: Errors) -> int | None:
+def _amount(text: str, currency: str | None, key: str, errors: Errors) -> int | None:
+    """Typed major units -> minor units; on a typo, the error goes on field `key`."""
+    if not text:
+        return None
+    try:
+        return to_minor_units(text, currency)
+    except ValueError:
+        errors[key] = "Enter an amount such as 12.50."
+        return None
+
+
+def _whole_number(value: str, key: str, errors: Errors) -> int | None:
     if not value:
         return None
     try:
@@ -140,9 +159,11 @@ def coupon_data(values: dict[str, Any], errors: Errors, *, creating: bool) -> di
     _optional(data, "percentOff", values.get("percentOff"))
     currency = values.get("currency") or None
     _optional(data, "currency", currency)
-    _optional(data, "amountOff", money(values, "amountOff", currency, errors))
+    _optional(data, "amountOff", _amount(values.get("amountOff", ""), currency, "amountOff", errors))
     _optional(
-        data, "durationInMonths", _int_or_text(values.get("durationInMonths", ""), "durationInMonths", errors)
+        data,
+        "durationInMonths",
+        _whole_number(values.get("durationInMonths", ""), "durationInMonths", errors),
     )
     return data
 
@@ -279,25 +300,21 @@ def addon_values(addon: s.AddonOut | None = None) -> dict[str, Any]:
 def _parse_tiers(textarea: str, currency: str, key: str, errors: Errors) -> list[dict[str, Any]] | None:
     """One tier a line: `up to, unit price, flat price`; the last line's `up to` is empty."""
     tiers = []
-    for line in (line.strip() for line in textarea.splitlines()):
-        if not line:
-            continue
-        parts = [p.strip() for p in line.split(",")]
-        parts += [""] * (3 - len(parts))
+    for line in filter(None, (line.strip() for line in textarea.splitlines())):
+        parts = [p.strip() for p in line.split(",")] + ["", ""]
         try:
-            up_to = int(parts[0]) if parts[0] not in ("", "∞", "inf") else None
-            unit = money({"v": parts[1] or "0"}, "v", currency, errors)
-            flat = money({"v": parts[2] or "0"}, "v", currency, errors)
+            tiers.append(
+                {
+                    "upTo": int(parts[0]) if parts[0] not in ("", "∞", "inf") else None,
+                    "unitAmount": to_minor_units(parts[1] or "0", currency),
+                    "flatAmount": to_minor_units(parts[2] or "0", currency),
+                }
+            )
         except ValueError:
-            up_to, unit, flat = None, None, None
-            errors["v"] = ""
-        if "v" in errors:
-            del errors["v"]
             errors[key] = (
                 "Write each tier as: up to, unit price, flat price (leave 'up to' empty on the last)."
             )
             return None
-        tiers.append({"upTo": up_to, "unitAmount": unit, "flatAmount": flat})
     return tiers or None
 
 
@@ -306,7 +323,7 @@ def _entitlements_data(rows: list[dict[str, str]], errors: Errors) -> list[dict[
     for index, row in enumerate(rows):
         item: dict[str, Any] = {"featureId": row["featureId"]}
         _optional(
-            item, "usageLimit", _int_or_text(row["usageLimit"], f"entitlements[{index}].usageLimit", errors)
+            item, "usageLimit", _whole_number(row["usageLimit"], f"entitlements[{index}].usageLimit", errors)
         )
         item["unlimited"] = row["unlimited"] == "on"
         item["hasSoftLimit"] = row["hasSoftLimit"] == "on"
@@ -325,15 +342,13 @@ def _charges_data(rows: list[dict[str, str]], errors: Errors) -> list[dict[str, 
             "currency": currency,
             "billingModel": row["billingModel"],
         }
-        _optional(item, "amount", money({"a": row["amount"]}, "a", currency, errors))
-        if "a" in errors:
-            errors[f"{key}.amount"] = errors.pop("a")
+        _optional(item, "amount", _amount(row["amount"], currency, f"{key}.amount", errors))
         _optional(item, "featureId", row["featureId"])
         _optional(item, "tiersMode", row["tiersMode"])
         if row["tiers"]:
             _optional(item, "tiers", _parse_tiers(row["tiers"], currency, f"{key}.tiers", errors))
-        _optional(item, "minQuantity", _int_or_text(row["minQuantity"], f"{key}.minQuantity", errors))
-        _optional(item, "maxQuantity", _int_or_text(row["maxQuantity"], f"{key}.maxQuantity", errors))
+        _optional(item, "minQuantity", _whole_number(row["minQuantity"], f"{key}.minQuantity", errors))
+        _optional(item, "maxQuantity", _whole_number(row["maxQuantity"], f"{key}.maxQuantity", errors))
         items.append(item)
     return items
 
@@ -344,10 +359,10 @@ def plan_data(values: dict[str, Any], errors: Errors, *, creating: bool) -> dict
         data["id"] = values["id"]
         data["productId"] = values["productId"]
     data["description"] = values["description"] or None
-    data["displayOrder"] = _int_or_text(values["displayOrder"], "displayOrder", errors) or 0
+    data["displayOrder"] = _whole_number(values["displayOrder"], "displayOrder", errors) or 0
     data["recommended"] = bool(values["recommended"])
     data["parentPlanId"] = values["parentPlanId"] or None
-    trial_days = _int_or_text(values["trialDays"], "trialDays", errors)
+    trial_days = _whole_number(values["trialDays"], "trialDays", errors)
     data["defaultTrial"] = (
         {"durationDays": trial_days, "trialEndBehavior": values["trialEndBehavior"] or "CONVERT_TO_PAID"}
         if trial_days is not None
@@ -365,8 +380,8 @@ def addon_data(values: dict[str, Any], errors: Errors, *, creating: bool) -> dic
         data["id"] = values["id"]
         data["productId"] = values["productId"]
     data["description"] = values["description"] or None
-    data["displayOrder"] = _int_or_text(values["displayOrder"], "displayOrder", errors) or 0
-    data["maxQuantity"] = _int_or_text(values["maxQuantity"], "maxQuantity", errors)
+    data["displayOrder"] = _whole_number(values["displayOrder"], "displayOrder", errors) or 0
+    data["maxQuantity"] = _whole_number(values["maxQuantity"], "maxQuantity", errors)
     data["entitlements"] = _entitlements_data(values["entitlements"], errors)
     data["charges"] = _charges_data(values["charges"], errors)
     return data

@@ -53,17 +53,6 @@ def all_values(form: Any, name: str) -> list[str]:
     return [str(v) for v in values if str(v).strip()]
 
 
-def integer(form: FormData, name: str, errors: Errors) -> int | None:
-    value = text(form, name)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        errors[name] = "Enter a whole number."
-        return None
-
-
 def to_minor_units(value: str, currency: str | None) -> int:
     """ "12.50" USD -> 1250; ValueError when it is not a number with at most the currency's decimals."""
     try:
@@ -84,17 +73,6 @@ def to_major_units(amount: int | None, currency: str | None) -> str:
     if exponent == 0:
         return str(amount)
     return f"{Decimal(amount) / (10**exponent):.{exponent}f}"
-
-
-def money(form: FormData, name: str, currency: str | None, errors: Errors) -> int | None:
-    value = text(form, name)
-    if value is None:
-        return None
-    try:
-        return to_minor_units(value, currency)
-    except ValueError:
-        errors[name] = "Enter an amount such as 12.50."
-        return None
 
 
 def row_indexes(form: Iterable[str], prefix: str) -> list[int]:

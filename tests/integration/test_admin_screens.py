@@ -227,6 +227,31 @@ async def test_plan_with_charges_entitlements_trial_and_publish(console: Console
     assert (await api.ok("get", "/plans/team"))["status"] == "ARCHIVED"
 
 
+async def test_tiered_price_from_the_tiers_box(console: Console, api: ApiEnv) -> None:
+    await api.ok("post", "/features", {"id": "seats", "name": "Seats", "featureType": "NUMBER"})
+    await api.ok("post", "/products", {"id": "acme", "name": "Acme"})
+    await console.get("/admin/plans/_new")
+    form = {
+        "id": "tiers", "productId": "acme", "name": "Tiers", "pricingType": "PAID", "displayOrder": "0",
+        "charges[0].billingPeriod": "MONTHLY", "charges[0].currency": "usd", "charges[0].billingModel": "TIERED",
+        "charges[0].featureId": "seats", "charges[0].tiersMode": "GRADUATED",
+        "charges[0].tiers": "10, 5, 0\nten, 4, 0",
+    }  # fmt: skip
+    refused = await console.post("/admin/plans/_new", form)
+    assert refused.status_code == 422 and "up to, unit price" in field_error(
+        refused.text, "f-charges-0-tiers"
+    )
+    form["charges[0].tiers"] = "10, 5, 0\n\n, 4.50, 1"
+    assert (await console.post("/admin/plans/_new", form)).status_code == 303
+    charge = (await api.ok("get", "/plans/tiers"))["charges"][0]
+    assert charge["tiers"] == [
+        {"upTo": 10, "unitAmount": 500, "flatAmount": 0},
+        {"upTo": None, "unitAmount": 450, "flatAmount": 100},
+    ]
+    page = await console.get("/admin/plans/tiers")
+    assert "10, 5.00, 0.00\n, 4.50, 1.00</textarea>" in page.text
+
+
 async def test_refused_update_is_rolled_back(console: Console, api: ApiEnv) -> None:
     await api.ok("post", "/features", {"id": "sso", "name": "SSO", "featureType": "BOOLEAN"})
     await api.ok("post", "/products", {"id": "acme", "name": "Acme"})
