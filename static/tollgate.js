@@ -26,6 +26,15 @@
     "[part=error]{padding:1rem;border:1px solid #b91c1c;border-radius:8px;color:#b91c1c;font:inherit}" +
     ":host([ready]) [part=loading],:host([error]) [part=loading],:host(:not([error])) [part=error],[part=error]:empty{display:none}";
 
+  let shared = null;
+  const sheet = () => {
+    if (!shared) {
+      shared = new CSSStyleSheet();
+      shared.replaceSync(STYLE);
+    }
+    return shared;
+  };
+
   class TollgateElement extends HTMLElement {
     static get observedAttributes() {
       return OBSERVED;
@@ -35,8 +44,10 @@
       super();
       this._id = "tg" + ++counter + Math.random().toString(36).slice(2, 8);
       const shadow = this.attachShadow({ mode: "open" });
+      // A constructed stylesheet, not a <style>: hosts with a strict style-src CSP allow it.
+      shadow.adoptedStyleSheets = [sheet()];
       shadow.innerHTML =
-        "<style>" + STYLE + '</style><div part="loading" role="status">Loading…</div>' +
+        '<div part="loading" role="status">Loading…</div>' +
         '<div part="error" role="alert"></div><iframe part="frame"></iframe>';
       this._frame = shadow.querySelector("iframe");
       this._errorBox = shadow.querySelector("[part=error]");
@@ -62,7 +73,7 @@
       if (oldValue === value) return;
       if (name === "theme" && this.hasAttribute("ready") && this._src) {
         // A theme flip needs no reload: tell the frame.
-        this._post({ type: "tollgate:theme", theme: value === "dark" ? "dark" : "light" });
+        this._post({ type: "tollgate:theme", theme: value === "dark" ? "dark" : "light", vars: this._themeVars() });
         return;
       }
       this._schedule();
@@ -100,14 +111,21 @@
       if (texts && typeof texts === "object") {
         for (const key of Object.keys(texts)) params.set("t." + key, String(texts[key]));
       }
-      const style = getComputedStyle(this);
-      for (const name of THEME_VARS) {
-        const value = style.getPropertyValue("--tollgate-" + name).trim();
-        if (value) params.set("c." + name, value);
-      }
+      const vars = this._themeVars();
+      for (const name of Object.keys(vars)) params.set("c." + name, vars[name]);
       params.set("host-origin", location.origin);
       params.set("frame-id", this._id);
       return url;
+    }
+
+    _themeVars() {
+      const style = getComputedStyle(this);
+      const vars = {};
+      for (const name of THEME_VARS) {
+        const value = style.getPropertyValue("--tollgate-" + name).trim();
+        if (value) vars[name] = value;
+      }
+      return vars;
     }
 
     _load() {

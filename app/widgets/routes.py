@@ -61,7 +61,7 @@ async def _refused(
         response.headers.update(security.widget_headers((), None))
         return response
     ancestors = await service.frame_ancestors(db_session, settings, params)
-    host_origin = params.host_origin if params.host_origin in ancestors else None
+    host_origin = params.host_origin if params.host_origin in ancestors or ancestors == ("*",) else None
     nonce = security.new_nonce()
     # Nothing about the customer is in an error page, only the reason, for the host to show.
     return Template(

@@ -135,7 +135,7 @@ def new_nonce() -> str:
 
 def content_security_policy(frame_ancestors: tuple[str, ...], style_nonce: str | None = None) -> str:
     style = "style-src 'self'" + (f" 'nonce-{style_nonce}'" if style_nonce else "")
-    ancestors = " ".join(("'self'", *frame_ancestors))
+    ancestors = "*" if frame_ancestors == ("*",) else " ".join(("'self'", *frame_ancestors))
     return (
         "default-src 'none'; script-src 'self'; "
         f"{style}; img-src 'self' data:; font-src 'self'; connect-src 'self'; "

@@ -94,11 +94,15 @@ def parse_params(query: Mapping[str, str]) -> WidgetParams:
 
 
 async def frame_ancestors(session: AsyncSession, settings: Settings, params: WidgetParams) -> tuple[str, ...]:
-    """For error pages: who may frame them, so the host can still show why it was refused."""
+    """For error pages: who may frame them, so the host can still show why it was refused.
+
+    With no valid publishable key there is no list to consult; the page holds nothing but the
+    reason and no control, so any page may frame it (`*`) and see that its key is wrong.
+    """
     try:
         environment = await environment_for_publishable_key(session, params.publishable_key)
     except TollgateError:
-        return ()
+        return ("*",)
     own = security.origin_of(settings.public_url)
     return security.clean_origins([own, *await queries.allowed_origins(session, environment.pk)])
 

@@ -8,6 +8,18 @@
   const frameId = root.dataset.frameId || null;
   const embedded = window.parent !== window && host;
   const RELAYED = ["plan-selected", "checkout-completed", "subscription-changed"];
+  const THEME_VARS = {
+    "color-primary": "--tg-primary",
+    "color-on-primary": "--tg-on-primary",
+    "color-background": "--tg-bg",
+    "color-surface": "--tg-surface",
+    "color-text": "--tg-text",
+    "color-muted": "--tg-muted",
+    "color-border": "--tg-border",
+    "color-accent": "--tg-accent",
+    "font-family": "--tg-font",
+    "radius": "--tg-radius",
+  };
 
   const send = (message) => {
     if (embedded) window.parent.postMessage({ ...message, source: "tollgate", frameId }, host);
@@ -88,6 +100,13 @@
     if (!data || typeof data !== "object") return;
     if (data.type === "tollgate:theme" && (data.theme === "dark" || data.theme === "light")) {
       root.dataset.theme = data.theme;
+      const vars = data.vars && typeof data.vars === "object" ? data.vars : {};
+      for (const [name, prop] of Object.entries(THEME_VARS)) {
+        const value = typeof vars[name] === "string" ? vars[name] : "";
+        // Same shape rules as the server applies to the URL's c.* values.
+        if (value && value.length <= 120 && !/[;{}<>\\]/.test(value)) root.style.setProperty(prop, value);
+        else root.style.removeProperty(prop);
+      }
     }
   });
 

@@ -264,7 +264,13 @@ async def add_subscription(
 class LiveServer:
     """Tollgate served by uvicorn from a thread, on its own SQLite file."""
 
-    def __init__(self, database_url: str, port: int, secret: str = "widget-test-secret-" + "y" * 32) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        port: int,
+        secret: str = "widget-test-secret-" + "y" * 32,
+        extra_routers: list[Any] | None = None,
+    ) -> None:
         from app.settings import Settings
 
         self.port = port
@@ -279,6 +285,7 @@ class LiveServer:
             embedded_sandbox=False,
             log_level="WARNING",
         )
+        self.extra_routers = extra_routers or []
         self._thread: threading.Thread | None = None
         self._server: Any = None
 
@@ -287,9 +294,10 @@ class LiveServer:
 
         from app.main import create_app
 
-        config = uvicorn.Config(
-            create_app(self.settings), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
+        app = create_app(self.settings)
+        for router in self.extra_routers:
+            app.register(router)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
