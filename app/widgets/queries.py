@@ -7,7 +7,6 @@ what the templates need eagerly (the models' relationships are `lazy="raise"`).
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from app.catalog.models import (
 from app.customers.models import Customer
 from app.environments.models import Environment
 from app.subscriptions.models import Subscription, SubscriptionAddon, SubscriptionStatus, UsageCounter
+from app.widgets.cache import CATALOG_SECONDS, TTLCache, database_key
 
 # Statuses in which a subscription is the customer's current one for its product.
 LIVE_STATUSES = (
@@ -47,20 +47,12 @@ class Catalog:
     parents: dict[int, Plan] = field(default_factory=dict)  # parent plans outside `plans`
 
 
-# Origins rarely change and are read on every widget render: cache them briefly per process.
-_origins_cache: dict[int, tuple[tuple[str, ...], float]] = {}
-_ORIGINS_SECONDS = 15.0
+_catalogs: TTLCache[tuple[str, int, str | None], Catalog | None] = TTLCache(CATALOG_SECONDS)
 
 
-async def allowed_origins(session: AsyncSession, environment_pk: int) -> tuple[str, ...]:
-    cached = _origins_cache.get(environment_pk)
-    now = time.monotonic()
-    if cached is not None and cached[1] > now:
-        return cached[0]
+async def environment_origins(session: AsyncSession, environment_pk: int) -> tuple[str, ...]:
     raw = await session.scalar(select(Environment.allowed_origins).where(Environment.pk == environment_pk))
-    origins = tuple(str(o) for o in (raw or []) if isinstance(o, str))
-    _origins_cache[environment_pk] = (origins, now + _ORIGINS_SECONDS)
-    return origins
+    return tuple(str(o) for o in (raw or []) if isinstance(o, str))
 
 
 async def _product(session: AsyncSession, environment_pk: int, product_ref: str | None) -> Product | None:
@@ -94,6 +86,21 @@ async def latest_price_versions(
 
 
 async def published_catalog(
+    session: AsyncSession, environment_pk: int, product_ref: str | None
+) -> Catalog | None:
+    """The product's published plans, add-ons and prices; cached for CATALOG_SECONDS.
+
+    The rows are loaded completely and never modified, so sharing them between requests
+    (detached from their session) is safe.
+    """
+    key = (database_key(session), environment_pk, product_ref)
+    cached = _catalogs.get(key)
+    if cached is not None:
+        return cached
+    return _catalogs.put(key, await _load_catalog(session, environment_pk, product_ref))
+
+
+async def _load_catalog(
     session: AsyncSession, environment_pk: int, product_ref: str | None
 ) -> Catalog | None:
     product = await _product(session, environment_pk, product_ref)
@@ -130,26 +137,44 @@ async def published_catalog(
     )
 
 
-async def customer_row(session: AsyncSession, environment_pk: int, customer_ref: str) -> Customer | None:
-    return await session.scalar(
-        select(Customer).where(Customer.environment_pk == environment_pk, Customer.ref == customer_ref)
+_customer_pks: TTLCache[tuple[str, int, str], int] = TTLCache(60.0, max_entries=4096)
+
+
+async def customer_pk(session: AsyncSession, environment_pk: int, customer_ref: str) -> int | None:
+    """A customer's primary key by its id; cached, since it never changes once created."""
+    key = (database_key(session), environment_pk, customer_ref)
+    cached = _customer_pks.get(key)
+    if cached is not None:
+        return cached
+    pk = await session.scalar(
+        select(Customer.pk).where(Customer.environment_pk == environment_pk, Customer.ref == customer_ref)
     )
+    return _customer_pks.put(key, pk) if pk is not None else None
 
 
 async def customer_subscriptions(
-    session: AsyncSession, customer_pk: int, product_pk: int | None = None, *, live_only: bool = True
+    session: AsyncSession,
+    customer_pk: int,
+    product_pk: int | None = None,
+    *,
+    live_only: bool = True,
+    details: bool = False,
 ) -> list[Subscription]:
-    """The customer's subscriptions, newest first, with plan (and parent), product and add-ons."""
+    """The customer's subscriptions, newest first, with their plan; `details` adds the plan's
+    product and entitlements and the subscription's add-ons (for the portal)."""
     query = (
         select(Subscription)
         .where(Subscription.customer_pk == customer_pk)
         .order_by(Subscription.created_at.desc(), Subscription.pk.desc())
-        .options(
+    )
+    if details:
+        query = query.options(
             joinedload(Subscription.plan).joinedload(Plan.product),
             joinedload(Subscription.plan).selectinload(Plan.entitlements).joinedload(Entitlement.feature),
             selectinload(Subscription.addons),
         )
-    )
+    else:
+        query = query.options(joinedload(Subscription.plan))
     if product_pk is not None:
         query = query.where(Subscription.product_pk == product_pk)
     if live_only:

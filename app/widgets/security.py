@@ -27,6 +27,7 @@ from app.customers.service import token_signing_key
 from app.environments.service import EnvironmentRef, environment_for_publishable_key
 from app.settings import Settings
 from app.widgets import queries
+from app.widgets.cache import ENVIRONMENT_SECONDS, TTLCache, database_key
 
 CSRF_LIFETIME_SECONDS = 4 * 3600
 _ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
@@ -53,6 +54,35 @@ def clean_origins(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v.rstrip("/") for v in values if _ORIGIN_RE.match(v.rstrip("/"))))
 
 
+@dataclass(frozen=True, slots=True)
+class EnvironmentContext:
+    environment: EnvironmentRef
+    frame_ancestors: tuple[str, ...]
+    signing_key: bytes
+
+
+# Like the server-key cache of app.environments: a rotated key or a new origin takes effect
+# within ENVIRONMENT_SECONDS in every process.
+_environments: TTLCache[tuple[str, str], EnvironmentContext] = TTLCache(ENVIRONMENT_SECONDS)
+
+
+async def environment_context(
+    session: AsyncSession, settings: Settings, publishable_key: str | None
+) -> EnvironmentContext:
+    key = (database_key(session), publishable_key or "")
+    cached = _environments.get(key)
+    if cached is not None:
+        return cached
+    environment = await environment_for_publishable_key(session, publishable_key)
+    origins = await queries.environment_origins(session, environment.pk)
+    context = EnvironmentContext(
+        environment=environment,
+        frame_ancestors=clean_origins([origin_of(settings.public_url), *origins]),
+        signing_key=await token_signing_key(session, environment),
+    )
+    return _environments.put(key, context)
+
+
 async def check_access(
     session: AsyncSession,
     settings: Settings,
@@ -63,9 +93,8 @@ async def check_access(
     host_origin: str | None,
     customer_required: bool,
 ) -> WidgetAccess:
-    environment = await environment_for_publishable_key(session, publishable_key)
-    own = origin_of(settings.public_url)
-    ancestors = clean_origins([own, *await queries.allowed_origins(session, environment.pk)])
+    context = await environment_context(session, settings, publishable_key)
+    environment, ancestors = context.environment, context.frame_ancestors
     if host_origin is not None and host_origin.rstrip("/") not in ancestors:
         raise Forbidden(
             "This page's origin is not allowed to embed Tollgate widgets. Add it to the environment's allowed origins.",
@@ -78,8 +107,7 @@ async def check_access(
             raise Unauthorized(
                 "A customer token is required for this customer.", code="missing_customer_token"
             )
-        key = await token_signing_key(session, environment)
-        if not verify_customer_token(key, customer_id, customer_token):
+        if not verify_customer_token(context.signing_key, customer_id, customer_token):
             raise Forbidden("The customer token is not valid or has expired.", code="invalid_customer_token")
     return WidgetAccess(
         environment=environment,

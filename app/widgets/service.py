@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.models import BillingPeriod, Plan, PlanStatus, PricingType
 from app.core.errors import InvalidRequest, NotFound, TollgateError, not_found
-from app.environments.service import environment_for_publishable_key
 from app.settings import Settings
 from app.widgets import queries, security, viewmodels
 from app.widgets.appearance import texts_from_query, theme_css
@@ -100,11 +99,10 @@ async def frame_ancestors(session: AsyncSession, settings: Settings, params: Wid
     reason and no control, so any page may frame it (`*`) and see that its key is wrong.
     """
     try:
-        environment = await environment_for_publishable_key(session, params.publishable_key)
+        context = await security.environment_context(session, settings, params.publishable_key)
     except TollgateError:
         return ("*",)
-    own = security.origin_of(settings.public_url)
-    return security.clean_origins([own, *await queries.allowed_origins(session, environment.pk)])
+    return context.frame_ancestors
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +129,10 @@ async def _access(
 async def _customer_pk(session: AsyncSession, access: security.WidgetAccess) -> int | None:
     if access.customer_id is None:
         return None
-    customer = await queries.customer_row(session, access.environment.pk, access.customer_id)
-    if customer is None:
+    pk = await queries.customer_pk(session, access.environment.pk, access.customer_id)
+    if pk is None:
         raise not_found("customer", access.customer_id)
-    return customer.pk
+    return pk
 
 
 async def paywall_page(

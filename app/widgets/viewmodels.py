@@ -593,7 +593,7 @@ async def portal_view(
     texts: Mapping[str, str],
     now: dt.datetime,
 ) -> list[SubscriptionView]:
-    subscriptions = await queries.customer_subscriptions(session, customer_pk)
+    subscriptions = await queries.customer_subscriptions(session, customer_pk, details=True)
     if product_ref:
         subscriptions = [s for s in subscriptions if s.plan.product.ref == product_ref]
     if not subscriptions:
