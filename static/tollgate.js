@@ -15,7 +15,8 @@
   // Where the frame may send the whole window: Tollgate's own hosted pages, Stripe's pages.
   const NAV_PATHS = /^\/(checkout|billing|sandbox\/stripe)\//;
   const NAV_HOSTS = ["checkout.stripe.com", "billing.stripe.com"];
-  const READY_TIMEOUT_MS = 10000;
+  // frame.js runs before the frame's load event, so silence after it means a refused frame.
+  const READY_TIMEOUT_MS = 3000;
   const camel = (name) => name.replace(/-([a-z])/g, (_, c) => c.toUpperCase());
   let counter = 0;
 

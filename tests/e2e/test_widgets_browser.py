@@ -488,3 +488,16 @@ async def test_demo_pages_embed_the_widgets(world: World) -> None:
     await page.screenshot(path=str(SCREENSHOTS / "demo-react.png"), full_page=True)
     assert page.csp_errors == [] and page.page_errors == []
     await page.context.close()
+
+
+async def test_a_page_on_an_origin_that_is_not_allowed_gets_no_frame(world: World) -> None:
+    page = await _page(world)
+    # Same files, other origin: 127.0.0.1 instead of localhost is not in the allowed origins.
+    url = world.host_page("stranger.html", world.element("tollgate-paywall", "pw", customer="payer"))
+    await page.goto(url.replace("localhost", "127.0.0.1"))
+    await page.locator("#pw[error='frame_unavailable']").wait_for(timeout=10000)
+    assert await page.locator("#pw").get_attribute("ready") is None
+    assert "origin allowed" in await page.locator("#pw").locator("[part=error]").inner_text()
+    event = await _wait_event(page, "tollgate:error", "pw")
+    assert event["detail"]["code"] == "frame_unavailable"
+    await page.context.close()
