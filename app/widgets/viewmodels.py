@@ -255,6 +255,7 @@ async def customer_plan_states(
     texts: Mapping[str, str],
     now: dt.datetime,
     all_prices: Mapping[int, PriceVersion | None] | None = None,
+    subscriptions: list[Subscription] | None = None,
 ) -> dict[int, PlanState]:
     """What each plan card offers this customer, from their current subscription of the product.
 
@@ -262,7 +263,8 @@ async def customer_plan_states(
     """
     if customer_pk is None:
         return {p.pk: _anonymous_state(p, texts) for p in plans}
-    subscriptions = await queries.customer_subscriptions(session, customer_pk, product_pk)
+    if subscriptions is None:
+        subscriptions = await queries.customer_subscriptions(session, customer_pk, product_pk)
     current: Subscription | None = subscriptions[0] if subscriptions else None
     if current is None:
         trial_allowed = not await queries.had_trial_or_paid(session, customer_pk, product_pk)
@@ -392,6 +394,11 @@ async def paywall_view(
     for plan in catalog.plans:
         available |= periods_of(catalog.prices.get(plan.pk))
     periods = [p for p in (BillingPeriod.MONTHLY, BillingPeriod.ANNUALLY) if p in available]
+    subscriptions = None
+    if customer_pk is not None:
+        subscriptions = await queries.customer_subscriptions(session, customer_pk, catalog.product.pk)
+        if requested_period is None and subscriptions:
+            requested_period = subscriptions[0].billing_period  # open on the period they pay
     period: BillingPeriod = BillingPeriod.MONTHLY
     if requested_period is not None and requested_period in periods:
         period = requested_period
@@ -410,6 +417,7 @@ async def paywall_view(
         texts=texts,
         now=now,
         all_prices=catalog.prices,
+        subscriptions=subscriptions,
     )
     by_pk = {p.pk: p for p in catalog.plans} | catalog.parents
     cards = []

@@ -404,14 +404,17 @@ async def test_mobile_width_and_screenshots(world: World) -> None:
             frame = _frame(page, element_id)
             overflow = await frame.locator("html").evaluate("h => h.scrollWidth - h.clientWidth")
             assert overflow <= 0, (label, element_id, overflow)
-            await page.locator(f"#{element_id}").screenshot(
-                path=str(SCREENSHOTS / f"{element_id}-{label}.png")
-            )
         if width == 320:
             # Cards stack in one column.
             boxes = [await c.bounding_box() for c in await _frame(page, "pw").locator("li.tg-plan").all()]
             assert len({round(b["x"]) for b in boxes}) == 1
             assert (await page.locator("#pw iframe").bounding_box())["width"] <= 320
+        # A viewport as tall as the page, so every frame is painted in the screenshots.
+        await page.set_viewport_size({"width": width, "height": 4000})
+        for element_id in ("pw", "portal", "checkout"):
+            await page.locator(f"#{element_id}").screenshot(
+                path=str(SCREENSHOTS / f"{element_id}-{label}.png")
+            )
         portal_text = await _frame(page, "portal").locator("body").inner_text()
         assert "7 of 20 seats" in portal_text and "4,321 of 10,000 API calls" in portal_text
         assert page.csp_errors == [] and page.page_errors == []

@@ -144,6 +144,10 @@ async def test_switch_is_hidden_when_only_one_period_exists(
         ),
         (
             {"plan": "pro", "period": BillingPeriod.ANNUALLY},
+            {"free": "downgrade", "pro": "current", "team": "upgrade", "enterprise": "contact"},
+        ),
+        (
+            {"plan": "pro", "period": BillingPeriod.ANNUALLY, "view": "MONTHLY"},
             {"free": "downgrade", "pro": "switch_period", "team": "upgrade", "enterprise": "contact"},
         ),
     ],
@@ -154,6 +158,7 @@ async def test_switch_is_hidden_when_only_one_period_exists(
         "paid",
         "scheduled-downgrade",
         "custom",
+        "annual-opens-on-annual",
         "annual-viewing-monthly",
     ],
 )
@@ -167,10 +172,11 @@ async def test_buttons_follow_the_customer_state(
     state = dict(state)  # the parameter is shared by the SQLite and PostgreSQL runs
     ref = f"c-{uuid.uuid4().hex[:6]}"
     pk, token = await add_customer(database, seeded, ref)
+    view = {"billing-period": str(state.pop("view"))} if "view" in state else {}
     if "plan" in state:
         plan = str(state.pop("plan"))
         await add_subscription(database, seeded, pk, plan, **state)  # pyright: ignore[reportArgumentType]
-    page = await client.get("/widgets/paywall", params=_q(seeded, ref, token))
+    page = await client.get("/widgets/paywall", params=_q(seeded, ref, token, **view))
     assert page.status_code == 200, page.text
     assert _cards(page.text) == expected
     text = _text(page.text)
