@@ -328,6 +328,13 @@ async def test_frame_messages_are_origin_checked_and_navigation_is_allow_listed(
     assert event["detail"]["code"] == "navigation_refused"
     assert await _events(page, "tollgate:plan-selected") == []
     assert page.url.startswith(world.host)
+    # Tollgate's own hosted pages are allowed: the whole window goes there, not the frame.
+    target = world.tollgate + "/checkout/session-123"
+    async with page.expect_navigation(url=target):
+        await frame.locator("html").evaluate(
+            "(root, [id, url]) => parent.postMessage({source:'tollgate', frameId:id, type:'tollgate:navigate', url}, root.dataset.hostOrigin)",
+            [frame_id, target],
+        )
     await page.context.close()
 
 
