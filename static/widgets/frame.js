@@ -110,6 +110,7 @@
     }
   });
 
-  send({ type: "tollgate:ready", widget: root.dataset.widget, title: document.title });
+  // Size first: by the time the host marks the element ready, the frame already has its height.
   reportSize();
+  send({ type: "tollgate:ready", widget: root.dataset.widget, title: document.title });
 })();
