@@ -511,3 +511,32 @@ async def test_a_page_on_an_origin_that_is_not_allowed_gets_no_frame(world: Worl
     event = await _wait_event(page, "tollgate:error", "pw")
     assert event["detail"]["code"] == "frame_unavailable"
     await page.context.close()
+
+
+async def test_elements_created_from_script_mirror_properties_and_reflect_states(world: World) -> None:
+    page = await _page(world)
+    await page.goto(world.host_page("dynamic.html", ""))
+    await page.wait_for_function("customElements.get('tollgate-customer-portal') !== undefined")
+    loading = await page.evaluate(
+        """async ([key, token]) => {
+            const el = document.createElement("tollgate-customer-portal");
+            el.id = "dyn";
+            el.publishableKey = key;
+            el.customerId = "payer";
+            el.customerToken = token;
+            el.setAttribute("texts", JSON.stringify({portal_title: "Billing & plan"}));
+            document.querySelector("main").append(el);
+            await new Promise((resolve) => setTimeout(resolve, 0));
+            return [el.hasAttribute("loading"), el.getAttribute("customer-id"), el.customerToken === token];
+        }""",
+        [world.seeded.publishable_key, world.tokens["payer"]],
+    )
+    assert loading == [True, "payer", True]
+    await page.locator("#dyn[ready]:not([loading])").wait_for()
+    frame = _frame(page, "dyn")
+    assert await frame.locator("h1").inner_text() == "Billing & plan"
+    # A property change reloads the frame: now as another (refused) customer.
+    await page.evaluate("document.querySelector('#dyn').customerId = 'nosub'")
+    await page.locator("#dyn[error='invalid_customer_token']").wait_for()
+    assert await page.locator("#dyn").get_attribute("ready") is None
+    await page.context.close()
