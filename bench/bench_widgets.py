@@ -1,6 +1,6 @@
 """Widget benchmark: bytes, time to visible plans in Chromium, server render latency.
 
-    .venv/bin/python -m bench.bench_widgets           (or: python bench/bench_widgets.py)
+    .venv/bin/python -m bench.bench_widgets [--postgres]   (or: python bench/bench_widgets.py)
 
 Starts its own Tollgate (uvicorn, one process, SQLite in a temp dir, seeded with the test
 catalog) and a static host page on another origin, then prints one table:
@@ -167,10 +167,10 @@ async def _latency(url: str, concurrency: int, total: int) -> dict[str, float]:
     }
 
 
-async def run() -> list[tuple[str, str, str, str]]:
+async def run(database_url: str | None = None) -> list[tuple[str, str, str, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        database_url = f"sqlite+aiosqlite:///{directory / 'bench.db'}"
+        database_url = database_url or f"sqlite+aiosqlite:///{directory / 'bench.db'}"
         host_port, port = free_port(), free_port()
         database = Database(database_url)
         await upgrade_to_head(database)
@@ -256,7 +256,22 @@ async def run() -> list[tuple[str, str, str, str]]:
 
 
 def main() -> None:
-    rows = asyncio.run(run())
+    """`--postgres` runs against a fresh database on the test PostgreSQL (127.0.0.1:5432)."""
+    database_name = None
+    database_url = None
+    if "--postgres" in sys.argv:
+        from tests.support.databases import create_postgres_database, postgres_url
+
+        database_name = create_postgres_database()
+        database_url = postgres_url(database_name)
+    try:
+        rows = asyncio.run(run(database_url))
+    finally:
+        if database_name:
+            from tests.support.databases import drop_postgres_database
+
+            drop_postgres_database(database_name)
+    rows.insert(0, ("database", "PostgreSQL" if database_name else "SQLite", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     header = ("measure", "result", "target", "")
     widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
