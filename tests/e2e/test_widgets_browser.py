@@ -94,8 +94,6 @@ class World:
 async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     from playwright.async_api import async_playwright
 
-    from app.demo.routes import demo_router
-
     directory = tmp_path_factory.mktemp("widgets-e2e")
     url = f"sqlite+aiosqlite:///{directory / 'tollgate.db'}"
     database = Database(url)
@@ -122,7 +120,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     host_dir = directory / "host"
     host_dir.mkdir()
     (host_dir / "host.js").write_text(HOST_JS)
-    server = LiveServer(url, tollgate_port, extra_routers=[demo_router])
+    server = LiveServer(url, tollgate_port)
     server.start()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     async with async_playwright() as playwright:

@@ -10,7 +10,6 @@ from sqlalchemy import select
 from app.customers.schemas import CustomerUpsert
 from app.customers.service import upsert_customer
 from app.db import Database
-from app.demo.routes import demo_router
 from app.environments.models import Environment
 from app.environments.service import EnvironmentRef, create_environment
 from app.main import create_app
@@ -24,7 +23,6 @@ async def test_demo_pages_explain_what_is_missing_then_embed_the_widgets(tmp_pat
     await upgrade_to_head(database)
     settings = Settings(database_url=url, secret="s" * 40, embedded_worker=False, embedded_sandbox=False)
     app = create_app(settings)
-    app.register(demo_router)
     async with AsyncTestClient(app=app) as client:
         empty = await client.get("/demo")
         assert empty.status_code == 200 and "There is no environment yet" in empty.text
