@@ -7,6 +7,7 @@ from litestar import Router
 from app.api.catalog import CATALOG_CONTROLLERS
 from app.api.customers import CUSTOMER_CONTROLLERS
 from app.api.deps import API_DEPENDENCIES
+from app.api.environment import EnvironmentController
 from app.api.integrations import INTEGRATION_CONTROLLERS
 from app.api.subscriptions import SUBSCRIPTION_HANDLERS
 
@@ -17,6 +18,7 @@ api_router = Router(
         *CUSTOMER_CONTROLLERS,
         *SUBSCRIPTION_HANDLERS,
         *INTEGRATION_CONTROLLERS,
+        EnvironmentController,
     ],
     dependencies=API_DEPENDENCIES,
 )
