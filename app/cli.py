@@ -35,6 +35,16 @@ async def _migrate(settings: Settings) -> None:
         await database.dispose()
 
 
+async def _bootstrap_operator(settings: Settings) -> None:
+    from app.admin.auth import ensure_bootstrap_operator
+
+    database = Database(settings.database_url)
+    try:
+        await ensure_bootstrap_operator(database, settings)
+    finally:
+        await database.dispose()
+
+
 async def _seed(settings: Settings) -> bool:
     from app.demo_data import seed_demo_if_empty
 
@@ -66,6 +76,10 @@ def _banner(settings: Settings, host: str, port: int) -> str:
             "  Demo environment keys (kept in var/demo-keys.json):",
             f"    server key       {keys['serverKey']}",
             f"    publishable key  {keys['publishableKey']}",
+        ]
+        if keys.get("operatorPassword"):
+            lines.append(f"  Console login: {keys['operatorEmail']} / {keys['operatorPassword']}")
+        lines += [
             "",
             "  Try it:",
             f"    curl -H 'X-API-KEY: {keys['serverKey']}' {base}/api/v1/customers/demo-customer/entitlements",
@@ -126,6 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings()
     _configure_logging(settings.log_level)
     asyncio.run(_migrate(settings))
+    asyncio.run(_bootstrap_operator(settings))
     if not args.no_demo:
         asyncio.run(_seed(settings))
     host, port = args.host or settings.host, args.port or settings.port
@@ -182,6 +197,32 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admin_create_user(args: argparse.Namespace) -> int:
+    import getpass
+
+    from app.admin.auth import create_operator
+    from app.core.errors import TollgateError
+
+    settings = load_settings()
+    password = args.password or getpass.getpass("Password (10+ characters): ")
+
+    async def create() -> None:
+        database = Database(settings.database_url)
+        try:
+            await create_operator(database, args.email, password)
+        finally:
+            await database.dispose()
+
+    asyncio.run(_migrate(settings))
+    try:
+        asyncio.run(create())
+    except TollgateError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 2
+    print(f"Operator {args.email} created; sign in at {settings.public_url}/admin")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tollgate", description="Pricing and entitlements on top of Stripe."
@@ -212,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)
     demo_seed = demo_sub.add_parser("seed", help="seed the demo catalog and customers into an empty database")
     demo_seed.set_defaults(func=cmd_demo_seed)
+
+    admin = sub.add_parser("admin", help="console operators")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    create_user = admin_sub.add_parser("create-user", help="create a console operator")
+    create_user.add_argument("email")
+    create_user.add_argument("--password", help="read from a prompt when not given")
+    create_user.set_defaults(func=cmd_admin_create_user)
 
     worker = sub.add_parser("worker", help="run background jobs (any number of these may run)")
     worker.add_argument("--once", action="store_true", help="run every job once and exit")

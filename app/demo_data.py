@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.admin.auth import add_operator
+from app.admin.models import Operator
 from app.catalog import schemas as cs
 from app.catalog import service as catalog
 from app.customers import service as customers
@@ -25,6 +28,7 @@ from app.environments.models import Environment
 from app.environments.service import CreatedEnvironment, EnvironmentRef, create_environment
 
 DEMO_ENVIRONMENT = "demo"
+DEMO_OPERATOR_EMAIL = "admin@example.com"
 
 FEATURES: list[dict[str, Any]] = [
     {"id": "seats", "name": "Seats", "featureType": "METERED", "meterType": "FLUCTUATING", "unitSingular": "seat", "unitPlural": "seats"},
@@ -140,12 +144,16 @@ def keys_file(var_dir: Path) -> Path:
     return var_dir / "demo-keys.json"
 
 
-def _write_keys(var_dir: Path, created: CreatedEnvironment) -> None:
+def _write_keys(var_dir: Path, created: CreatedEnvironment, operator_password: str) -> None:
     var_dir.mkdir(parents=True, exist_ok=True)
     path = keys_file(var_dir)
+    data = msgspec.to_builtins(created) | {
+        "operatorEmail": DEMO_OPERATOR_EMAIL,
+        "operatorPassword": operator_password,
+    }
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(msgspec.json.encode(created).decode())
+        handle.write(json.dumps(data))
 
 
 def read_demo_keys(var_dir: Path) -> dict[str, str] | None:
@@ -162,5 +170,11 @@ async def seed_demo_if_empty(database: Database, var_dir: Path) -> bool:
         env_pk = await session.scalar(select(Environment.pk).where(Environment.slug == DEMO_ENVIRONMENT))
         assert env_pk is not None
         await seed_catalog(session, EnvironmentRef(pk=env_pk, slug=DEMO_ENVIRONMENT))
-    _write_keys(var_dir, created)
+        # A demo console login, unless the instance already has an operator.
+        password = secrets.token_urlsafe(12)
+        if await session.scalar(select(Operator.pk).limit(1)) is None:
+            await add_operator(session, DEMO_OPERATOR_EMAIL, password)
+        else:
+            password = ""
+    _write_keys(var_dir, created, password)
     return True

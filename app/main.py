@@ -37,25 +37,15 @@ def _extra_route_handlers(settings: Settings) -> list[Any]:
     from app.api.routes import api_router
 
     handlers.extend([api_router, billing_public_router])
-    try:
-        from app.widgets.routes import widget_router  # pyright: ignore[reportMissingImports]
+    from app.admin.routes import admin_router
+    from app.demo.routes import demo_router
+    from app.widgets.routes import widget_router
 
-        handlers.append(widget_router)
-    except ImportError:  # built by the widgets work
-        pass
-    try:
-        from app.admin.routes import admin_router  # pyright: ignore[reportMissingImports]
-
-        handlers.append(admin_router)
-    except ImportError:  # built by the console work
-        pass
+    handlers += [widget_router, admin_router, demo_router]
     if settings.embedded_sandbox:
-        try:
-            from app.sandbox.mount import sandbox_mount
-        except ImportError:  # the sandbox package is optional at this stage of the build
-            sandbox_mount = None
-        if sandbox_mount is not None:
-            handlers.append(sandbox_mount(settings))
+        from app.sandbox.mount import sandbox_mount
+
+        handlers.append(sandbox_mount(settings))
     return handlers
 
 

@@ -1,5 +1,6 @@
 """Every ORM model, imported in one place so Alembic and tests see the whole schema."""
 
+from app.admin.models import LoginFailure, Operator
 from app.billing.models import StripeIntegration, StripeObject, SyncState, WebhookEvent
 from app.catalog.models import Addon, Charge, Coupon, Entitlement, Feature, Plan, PriceVersion, Product
 from app.core.outbox import OutboxEvent
@@ -17,6 +18,8 @@ __all__ = [
     "Entitlement",
     "Environment",
     "Feature",
+    "LoginFailure",
+    "Operator",
     "OutboxEvent",
     "Plan",
     "PriceVersion",

@@ -67,5 +67,8 @@ class Worker:
 
 def default_jobs() -> list[Job]:
     """Every periodic job the product has; each package contributes its own."""
-    jobs: list[Job] = []
-    return jobs
+    from app.subscriptions.lifecycle import advance_subscriptions_job
+
+    # Trial ends, renewals, scheduled changes and period-end cancellations; the entitlement
+    # engine is right without it, this keeps the stored state (and Stripe) in step.
+    return [Job("subscription-lifecycle", advance_subscriptions_job, every_seconds=5.0)]

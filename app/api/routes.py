@@ -8,6 +8,7 @@ from app.api.billing import BILLING_CONTROLLERS
 from app.api.catalog import CATALOG_CONTROLLERS
 from app.api.customers import CUSTOMER_CONTROLLERS
 from app.api.deps import API_DEPENDENCIES
+from app.api.environment import EnvironmentController
 from app.api.integrations import INTEGRATION_CONTROLLERS
 from app.api.subscriptions import SUBSCRIPTION_HANDLERS
 
@@ -19,6 +20,7 @@ api_router = Router(
         *SUBSCRIPTION_HANDLERS,
         *INTEGRATION_CONTROLLERS,
         *BILLING_CONTROLLERS,
+        EnvironmentController,
     ],
     dependencies=API_DEPENDENCIES,
 )

@@ -119,7 +119,15 @@ class EntitlementController(Controller):
         environment: EnvironmentRef,
         customer_id: str,
         feature_id: str,
-        requested_usage: Annotated[int | None, Parameter(query="requestedUsage", ge=0)] = None,
+        requested_usage: Annotated[
+            int | None,
+            Parameter(
+                query="requestedUsage",
+                ge=0,
+                description='Units about to be used. METERED: defaults to 1 ("may I use one more?"). '
+                "NUMBER: optional, compared with the limit. A soft limit grants access past the limit.",
+            ),
+        ] = None,
     ) -> EntitlementCheck:
         # The hot path needs no session; only an unusual case opens one.
         now = utcnow()

@@ -100,3 +100,62 @@ async def environment_for_publishable_key(session: AsyncSession, key: str | None
     if row is None:
         raise Unauthorized("The publishable key is not valid.", code="invalid_publishable_key")
     return EnvironmentRef(pk=row.pk, slug=row.slug)
+
+
+class EnvironmentOut(msgspec.Struct, rename="camel"):
+    id: str
+    name: str
+    publishable_key: str
+    server_key_hint: str
+    allowed_origins: list[str]
+
+
+class EnvironmentUpdate(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    name: str | msgspec.UnsetType = msgspec.UNSET
+    # Origins allowed to embed this environment's widgets, e.g. "https://app.example.com".
+    allowed_origins: list[str] | msgspec.UnsetType = msgspec.UNSET
+
+
+_ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
+
+
+def _environment_out(env: Environment) -> EnvironmentOut:
+    return EnvironmentOut(
+        id=env.slug,
+        name=env.name,
+        publishable_key=env.publishable_key,
+        server_key_hint=env.server_key_hint,
+        allowed_origins=list(env.allowed_origins),
+    )
+
+
+async def get_environment(session: AsyncSession, ref: EnvironmentRef) -> EnvironmentOut:
+    env = await session.get_one(Environment, ref.pk)
+    return _environment_out(env)
+
+
+async def update_environment(
+    session: AsyncSession, ref: EnvironmentRef, data: EnvironmentUpdate
+) -> EnvironmentOut:
+    env = await session.get_one(Environment, ref.pk)
+    if not isinstance(data.name, msgspec.UnsetType):
+        if not 1 <= len(data.name) <= 200:
+            raise InvalidRequest("A name is 1 to 200 characters.", code="invalid_name", param="name")
+        env.name = data.name
+    if not isinstance(data.allowed_origins, msgspec.UnsetType):
+        origins: list[str] = []
+        for index, origin in enumerate(data.allowed_origins):
+            cleaned = origin.strip().rstrip("/")
+            if not _ORIGIN_RE.match(cleaned):
+                raise InvalidRequest(
+                    f"'{origin}' is not an origin: scheme, host and optional port, e.g. https://app.example.com.",
+                    code="invalid_origin",
+                    param=f"allowedOrigins[{index}]",
+                )
+            if cleaned not in origins:
+                origins.append(cleaned)
+        if len(origins) > 50:
+            raise InvalidRequest("At most 50 origins.", code="too_many_origins", param="allowedOrigins")
+        env.allowed_origins = origins
+    await session.flush()
+    return _environment_out(env)

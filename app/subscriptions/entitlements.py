@@ -5,13 +5,17 @@ aggregation.py for the combination rules and lifecycle.py for when a subscriptio
 and materialised in `Customer.entitlements_snapshot`, keyed by feature id, with
 `snapshot_valid_until` = the next moment they can change by time alone (a trial end, a
 cancellation, a scheduled change, a future start). A NULL or expired snapshot is recomputed
-on read; every write that affects entitlements sets it to NULL (invalidate). Usage windows
-are not part of the validity: they are derived at read time from the stored reset period and
-anchor, so a month rolling over needs no recompute.
+on read. Writes: a change to customers' subscriptions (service calls, the lifecycle worker)
+recomputes their snapshots in the same transaction (`rematerialize_customers`); catalog
+changes (a plan's or add-on's entitlements) set them to NULL (invalidate) and leave the
+recompute to the next read or usage report.
+Usage windows are not part of the validity: they are derived at read time from the stored
+reset period and anchor, so a month rolling over needs no recompute.
 
-The check (`check_entitlement`) reads the customer row (unique index on environment + id)
-and, for metered features, one usage counter (primary key): two indexed reads, no ORM
-relationship loading.
+The check is one SELECT joining the customer row (unique index on environment + id), the
+feature (unique index) and its usage counter (primary key): `checks.fast_check` runs it
+without an ORM session and answers the common case; `check_entitlement` (Core, in a session)
+handles the rest and refreshes stale snapshots.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import Table, and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.models import (
@@ -113,17 +117,26 @@ async def compute_entitlements(
     session: AsyncSession, customer_pk: int, now: dt.datetime
 ) -> tuple[dict[str, Grant], dt.datetime | None]:
     """The customer's effective grants at `now` and until when they hold."""
+    return (await compute_entitlements_many(session, [customer_pk], now))[customer_pk]
+
+
+async def compute_entitlements_many(
+    session: AsyncSession, customer_pks: Iterable[int], now: dt.datetime
+) -> dict[int, tuple[dict[str, Grant], dt.datetime | None]]:
+    """`compute_entitlements` for many customers in a fixed number of queries."""
+    wanted = set(customer_pks)
+    result: dict[int, tuple[dict[str, Grant], dt.datetime | None]] = {pk: ({}, None) for pk in wanted}
     subs = list(
         (
             await session.scalars(
                 select(Subscription).where(
-                    Subscription.customer_pk == customer_pk, Subscription.status.in_(LIVE_STATUSES)
+                    Subscription.customer_pk.in_(wanted), Subscription.status.in_(LIVE_STATUSES)
                 )
             )
         ).all()
     )
     if not subs:
-        return {}, None
+        return result
     addon_rows: dict[int, list[SubscriptionAddon]] = defaultdict(list)
     for row in await session.scalars(
         select(SubscriptionAddon).where(SubscriptionAddon.subscription_pk.in_([s.pk for s in subs]))
@@ -134,25 +147,26 @@ async def compute_entitlements(
             select(Plan.pk, Plan.trial_end_behavior).where(Plan.pk.in_({s.plan_pk for s in subs}))
         )
     )
-    states: list[tuple[SubState, dt.datetime]] = []
-    valid_until: dt.datetime | None = None
+    states: dict[int, list[tuple[SubState, dt.datetime]]] = defaultdict(list)
+    valid: dict[int, dt.datetime | None] = {}
     for sub in subs:
         state = advance(
             state_of(sub, addon_rows[sub.pk]),
             behaviors.get(sub.plan_pk, TrialEndBehavior.CONVERT_TO_PAID),
             now,
         )
-        upcoming = state.next_event()
-        if upcoming is not None and (valid_until is None or upcoming < valid_until):
-            valid_until = upcoming
+        upcoming, current = state.next_event(), valid.get(sub.customer_pk)
+        if upcoming is not None and (current is None or upcoming < current):
+            valid[sub.customer_pk] = upcoming
         if state.grants:
-            states.append((state, sub.start_date))
-    if not states:
-        return {}, valid_until
+            states[sub.customer_pk].append((state, sub.start_date))
+    granting = [item for items in states.values() for item in items]
+    if not granting:
+        return {pk: ({}, valid.get(pk)) for pk in wanted}
 
-    chains = await _plan_chains(session, {s.plan_pk for s, _ in states})
+    chains = await _plan_chains(session, {s.plan_pk for s, _ in granting})
     plan_pks = {pk for chain in chains.values() for pk in chain}
-    addon_pks = {a[0] for s, _ in states for a in s.addons}
+    addon_pks = {a[0] for s, _ in granting for a in s.addons}
     ent_query = (
         select(Entitlement, Feature)
         .join(Feature, Feature.pk == Entitlement.feature_pk)
@@ -166,19 +180,20 @@ async def compute_entitlements(
         elif ent.addon_pk is not None:
             by_addon[ent.addon_pk].append((ent, feature))
 
-    per_subscription: list[dict[str, Grant]] = []
-    for state, start_date in states:
-        chain = [
-            {f.ref: _grant_for(e, f, state=state, start_date=start_date) for e, f in by_plan[pk]}
-            for pk in chains[state.plan_pk]
-        ]
-        plan_grants = override_chain(chain)
-        addon_grants = [
-            ({f.ref: _grant_for(e, f, state=state, start_date=start_date) for e, f in by_addon[pk]}, qty)
-            for pk, qty, _ in state.addons
-        ]
-        per_subscription.append(apply_addons(plan_grants, addon_grants))
-    return most_generous(per_subscription), valid_until
+    for customer_pk in wanted:
+        per_subscription: list[dict[str, Grant]] = []
+        for state, start_date in states.get(customer_pk, []):
+            chain = [
+                {f.ref: _grant_for(e, f, state=state, start_date=start_date) for e, f in by_plan[pk]}
+                for pk in chains[state.plan_pk]
+            ]
+            addon_grants = [
+                ({f.ref: _grant_for(e, f, state=state, start_date=start_date) for e, f in by_addon[pk]}, qty)
+                for pk, qty, _ in state.addons
+            ]
+            per_subscription.append(apply_addons(override_chain(chain), addon_grants))
+        result[customer_pk] = (most_generous(per_subscription), valid.get(customer_pk))
+    return result
 
 
 async def load_grants(
@@ -198,12 +213,14 @@ async def load_grants(
     if row is None:
         raise not_found("customer", customer_ref)
     customer_pk, snapshot, valid_until, seen = row[0], row[1], row[2], row[3]
-    if snapshot is not None and _fresh(snapshot, valid_until, now):
+    if snapshot is not None and snapshot_is_fresh(snapshot, valid_until, now):
         return customer_pk, snapshot["features"]
     return customer_pk, await refresh_snapshot(session, customer_pk, now, seen=seen)
 
 
-def _fresh(snapshot: dict[str, Any] | None, valid_until: dt.datetime | None, now: dt.datetime) -> bool:
+def snapshot_is_fresh(
+    snapshot: dict[str, Any] | None, valid_until: dt.datetime | None, now: dt.datetime
+) -> bool:
     return (
         snapshot is not None
         and snapshot.get("version") == SNAPSHOT_VERSION
@@ -240,6 +257,37 @@ async def refresh_snapshot(
         )
         .execution_options(synchronize_session=False)
     )
+    return features
+
+
+_customer_table = cast(Table, Customer.__table__)
+_STORE_SNAPSHOT = (
+    update(_customer_table)
+    .where(_customer_table.c.pk == bindparam("b_pk"), _customer_table.c.updated_at == bindparam("b_seen"))
+    .values(
+        entitlements_snapshot=bindparam("b_snapshot"),
+        snapshot_valid_until=bindparam("b_until"),
+        updated_at=_customer_table.c.updated_at,
+    )
+)
+
+
+async def refresh_snapshots(
+    session: AsyncSession, seen_by_customer: dict[int, dt.datetime], now: dt.datetime
+) -> dict[int, dict[str, Any]]:
+    """`refresh_snapshot` for many customers: a few queries and one executemany UPDATE."""
+    if not seen_by_customer:
+        return {}
+    computed = await compute_entitlements_many(session, seen_by_customer, now)
+    features: dict[int, dict[str, Any]] = {}
+    params = []
+    for pk, (grants, valid_until) in computed.items():
+        features[pk] = {ref: msgspec.to_builtins(grant) for ref, grant in sorted(grants.items())}
+        snapshot = {"version": SNAPSHOT_VERSION, "computedAt": _iso(now), "features": features[pk]}
+        params.append(
+            {"b_pk": pk, "b_seen": seen_by_customer[pk], "b_snapshot": snapshot, "b_until": valid_until}
+        )
+    await (await session.connection()).execute(_STORE_SNAPSHOT, params)
     return features
 
 
@@ -403,7 +451,11 @@ async def check_entitlement(
     customer_pk, snapshot, valid_until, seen, feature_pk, feature_type, value, window_start = row
     if feature_pk is None:
         raise not_found("feature", feature_ref)
-    grants = snapshot["features"] if snapshot is not None and _fresh(snapshot, valid_until, now) else None
+    grants = (
+        snapshot["features"]
+        if snapshot is not None and snapshot_is_fresh(snapshot, valid_until, now)
+        else None
+    )
     if grants is None:
         grants = await refresh_snapshot(session, customer_pk, now, seen=seen)
     grant = grants.get(feature_ref)

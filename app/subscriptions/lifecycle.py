@@ -21,7 +21,7 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.models import BillingPeriod, Plan, TrialEndBehavior
@@ -221,7 +221,9 @@ async def sync_addon_rows(
     await session.flush()
 
 
-async def advance_subscriptions(session: AsyncSession, now: dt.datetime, *, limit: int = 500) -> int:
+async def advance_subscriptions(
+    session: AsyncSession, now: dt.datetime, *, limit: int = 500, environment_pk: int | None = None
+) -> int:
     """Persist every transition due by `now` (trial ends, scheduled changes, cancellations,
     renewals). Returns how many subscriptions changed. Safe to run repeatedly and concurrently
     (on PostgreSQL rows are claimed with SKIP LOCKED)."""
@@ -237,6 +239,7 @@ async def advance_subscriptions(session: AsyncSession, now: dt.datetime, *, limi
     query = (
         select(Subscription)
         .where(Subscription.status.in_(LIVE_STATUSES), due)
+        .where(Subscription.environment_pk == environment_pk if environment_pk is not None else true())
         .order_by(Subscription.pk)
         .limit(limit)
         .with_for_update(skip_locked=True)

@@ -1143,6 +1143,11 @@ async def preview_subscription(
             lines_due_now=recurring_lines,
             recurring_lines=recurring_lines,
         )
+    # Coupon durations count from the subscription's start (ONCE: its first period only).
+    next_applies = coupon_applies(new.coupon, existing.start_date, existing.current_period_end)
+    next_total = new_net if next_applies else new_priced.recurring_total
+    if not next_applies:
+        recurring_lines = list(new_priced.lines)
     if kind != "UPGRADE":
         effective = now if kind == "NO_CHANGE" else existing.current_period_end
         return PreviewResult(
@@ -1151,14 +1156,22 @@ async def preview_subscription(
             billing_period=new.billing_period,
             effective_at=effective,
             amount_due_now=0,
-            next_recurring_total=new_net,
+            next_recurring_total=next_total,
             next_billing_date=existing.current_period_end,
             lines_due_now=[],
             recurring_lines=recurring_lines,
         )
-    old_net = old_priced.recurring_total - coupon_discount(old.coupon, old_priced.recurring_total)
+    now_applies = coupon_applies(new.coupon, existing.start_date, existing.current_period_start)
+    old_now_applies = coupon_applies(old.coupon, existing.start_date, existing.current_period_start)
+    old_net = old_priced.recurring_total - (
+        coupon_discount(old.coupon, old_priced.recurring_total) if old_now_applies else 0
+    )
     credit, charge, net = pricing.prorate(
-        old_net, new_net, existing.current_period_start, existing.current_period_end, now
+        old_net,
+        new_net if now_applies else new_priced.recurring_total,
+        existing.current_period_start,
+        existing.current_period_end,
+        now,
     )
     due_lines = [
         LineItem(kind="PRORATION_CREDIT", description=f"Unused time on {old.plan.name}", amount=-credit),
@@ -1170,7 +1183,7 @@ async def preview_subscription(
         billing_period=new.billing_period,
         effective_at=now,
         amount_due_now=net,
-        next_recurring_total=new_net,
+        next_recurring_total=next_total,
         next_billing_date=existing.current_period_end,
         lines_due_now=due_lines,
         recurring_lines=recurring_lines,

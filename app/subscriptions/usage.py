@@ -27,11 +27,10 @@ from app.catalog.models import Feature, FeatureType
 from app.core.errors import InvalidRequest, NotFound, TollgateError
 from app.customers.models import Customer
 from app.db import utcnow
-from app.subscriptions.entitlements import current_window, load_grants
+from app.subscriptions.entitlements import current_window, refresh_snapshots, snapshot_is_fresh
 from app.subscriptions.models import UsageCounter, UsageEvent, UsageUpdateBehavior
 from app.subscriptions.periods import EPOCH
 from app.subscriptions.schemas import MAX_USAGE_BATCH, ReportUsageResult, UsageOutcome, UsageReport
-from app.subscriptions.sql import pairs as _pairs
 
 _events = cast(Table, UsageEvent.__table__)
 _counters = cast(Table, UsageCounter.__table__)
@@ -130,13 +129,20 @@ async def report_usage(
 
     customer_refs = {u.customer_id for u in usages}
     feature_refs = {u.feature_id for u in usages}
-    customers = _pairs(
-        await session.execute(
-            select(Customer.ref, Customer.pk).where(
-                Customer.environment_pk == environment_pk, Customer.ref.in_(customer_refs)
-            )
+    # Customers with their snapshots in one query: the usage window comes from the snapshot.
+    customer_rows = {
+        row[0]: row
+        for row in await session.execute(
+            select(
+                Customer.ref,
+                Customer.pk,
+                Customer.entitlements_snapshot,
+                Customer.snapshot_valid_until,
+                Customer.updated_at,
+            ).where(Customer.environment_pk == environment_pk, Customer.ref.in_(customer_refs))
         )
-    )
+    }
+    customers = {ref: row[1] for ref, row in customer_rows.items()}
     features = {
         row.ref: row
         for row in await session.execute(
@@ -196,14 +202,17 @@ async def report_usage(
     grants_by_customer: dict[int, dict[str, Any]] = {}
     pending: dict[tuple[int, int], list[tuple[UsageUpdateBehavior, int]]] = defaultdict(list)
     windows: dict[tuple[int, int], dt.datetime] = {}
+    stale: dict[int, dt.datetime] = {}
+    for _, customer_pk, snapshot, valid_until, stamp in customer_rows.values():
+        if snapshot is not None and snapshot_is_fresh(snapshot, valid_until, now):
+            grants_by_customer[customer_pk] = snapshot["features"]
+        else:
+            stale[customer_pk] = stamp
+    grants_by_customer.update(await refresh_snapshots(session, stale, now))
     for report, row in zip(usages, rows, strict=True):
         if report.idempotency_key not in inserted:
             continue
         customer_pk = row["customer_pk"]
-        if customer_pk not in grants_by_customer:
-            grants_by_customer[customer_pk] = (
-                await load_grants(session, environment_pk, report.customer_id, now)
-            )[1]
         grant = grants_by_customer[customer_pk].get(report.feature_id)
         window_start = current_window(grant, now)[0] if grant else EPOCH
         if row["timestamp"] < window_start:

@@ -11,8 +11,9 @@ from sqlalchemy import event, select
 from app.customers.models import Customer
 from app.db import Database
 from app.subscriptions.entitlements import check_entitlement, invalidate_customers, refresh_snapshot
-from app.subscriptions.schemas import ProvisionRequest
+from app.subscriptions.schemas import ProvisionRequest, UsageReport
 from app.subscriptions.service import get_subscription, provision_subscription
+from app.subscriptions.usage import report_usage
 from tests.conftest import ApiEnv
 from tests.support.catalog_factory import CatalogFactory, flat
 
@@ -113,3 +114,34 @@ async def test_get_shows_state_as_of_now(catalog: CatalogFactory, database: Data
         later = await get_subscription(session, env_pk, result.subscription.id, now=T0 + dt.timedelta(days=4))
     assert later.status == "ACTIVE"
     assert later.current_period_start == T0 + dt.timedelta(days=3)
+
+
+async def test_usage_batch_refreshes_stale_snapshots_together(
+    catalog: CatalogFactory, database: Database
+) -> None:
+    env_pk = await catalog.env_pk()
+    for ref in ("b1", "b2", "b3"):
+        await catalog.customer(ref)
+        async with database.session() as session:
+            await provision_subscription(session, env_pk, ProvisionRequest(ref, "free"), now=T0)
+    async with database.session() as session:
+        reports = [UsageReport(ref, "calls", 2, f"{ref}-1") for ref in ("b1", "b2", "b3", "acme")]
+        await report_usage(session, env_pk, reports, now=T0)
+    async with database.session() as session:
+        snapshots = dict(
+            (
+                await session.execute(
+                    select(Customer.ref, Customer.entitlements_snapshot).where(
+                        Customer.environment_pk == env_pk
+                    )
+                )
+            ).all()
+        )
+    b1, acme = snapshots["b1"], snapshots["acme"]
+    assert b1 is not None
+    assert acme is not None
+    assert b1["features"]["calls"]["limit"] == 10
+    assert acme["features"] == {}
+    async with database.session() as session:
+        answer = await check_entitlement(session, env_pk, "b2", "calls", now=T0)
+    assert answer.current_usage == 2

@@ -359,3 +359,11 @@ async def test_paying_customers_get_no_new_trial(api: ApiEnv, catalog: CatalogFa
     trial = await api.ok("post", "/subscriptions", {"customerId": "fresh", "planId": "basic"})
     assert trial["subscription"]["status"] == "IN_TRIAL"
     assert trial["subscription"]["planId"] == "basic"
+
+
+async def test_patch_to_another_products_plan(api: ApiEnv, catalog: CatalogFactory) -> None:
+    await catalog.plan("side", "other", pricing="FREE")
+    sub = (await provision(api, planId="free"))["subscription"]
+    response = await api.patch(f"/subscriptions/{sub['id']}", {"planId": "side"})
+    assert response.status_code == 422
+    assert problem_code(response) == "plan_not_in_product"

@@ -11,13 +11,17 @@ import datetime as dt
 import pytest
 from sqlalchemy import select, update
 
-from app.catalog.models import Entitlement, Plan
+from app.catalog.models import Entitlement, Plan, plan_addons
 from app.customers.models import Customer
 from app.db import Database
-from app.subscriptions.entitlements import check_entitlement, invalidate_entitlements_for_plan
+from app.subscriptions.entitlements import (
+    check_entitlement,
+    invalidate_entitlements_for_addon,
+    invalidate_entitlements_for_plan,
+)
 from app.subscriptions.lifecycle import advance_subscriptions
 from app.subscriptions.models import Subscription, SubscriptionStatus
-from app.subscriptions.schemas import CancelRequest, ProvisionRequest, TrialOverride
+from app.subscriptions.schemas import AddonInput, CancelRequest, ProvisionRequest, TrialOverride
 from app.subscriptions.service import (
     Config,
     activate_subscription,
@@ -69,7 +73,7 @@ class Clock:
 
     async def advance(self, at: dt.datetime) -> int:
         async with self.database.session() as session:
-            return await advance_subscriptions(session, at)
+            return await advance_subscriptions(session, at, environment_pk=self.env_pk)
 
     async def sub(self, ref: str) -> Subscription:
         async with self.database.session() as session:
@@ -207,3 +211,22 @@ async def test_plan_entitlement_change_invalidates(clock: Clock, database: Datab
         await session.execute(update(Entitlement).where(Entitlement.plan_pk == plan_pk).values(usage_limit=2))
         await invalidate_entitlements_for_plan(session, plan_pk)
     assert await clock.check(T0) == (True, 2)
+
+
+async def test_addon_entitlement_change_invalidates(
+    clock: Clock, catalog: CatalogFactory, database: Database
+) -> None:
+    addon_pk = await catalog.addon("more-seats", entitlements={"seats": {"limit": 10}}, charges=[flat(100)])
+    async with database.session() as session:
+        plan_pk = await session.scalar(
+            select(Plan.pk).where(Plan.environment_pk == clock.env_pk, Plan.ref == "basic")
+        )
+        await session.execute(plan_addons.insert().values(plan_pk=plan_pk, addon_pk=addon_pk))
+    await clock.provision(T0, "basic", addons=[AddonInput("more-seats", 2)])
+    assert await clock.check(T0) == (True, 25)
+    async with database.session() as session:
+        await session.execute(
+            update(Entitlement).where(Entitlement.addon_pk == addon_pk).values(usage_limit=1)
+        )
+        await invalidate_entitlements_for_addon(session, addon_pk)
+    assert await clock.check(T0) == (True, 7)

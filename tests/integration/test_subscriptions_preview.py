@@ -137,3 +137,24 @@ async def test_change_previews_prorate(api: ApiEnv, catalog: CatalogFactory, dat
     assert down.amount_due_now == 0
     assert down.effective_at == dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
     assert down.next_recurring_total == 1000
+
+
+async def test_change_preview_respects_coupon_duration(
+    api: ApiEnv, catalog: CatalogFactory, database: Database
+) -> None:
+    env_pk = await catalog.env_pk()
+    t0 = dt.datetime(2026, 4, 1, tzinfo=dt.UTC)
+    async with database.session() as session:
+        request = ProvisionRequest(
+            "acme", "basic", coupon_id="once", trial_override=TrialOverride(disabled=True)
+        )
+        await provision_subscription(session, env_pk, request, now=t0)
+    halfway = t0 + dt.timedelta(days=15)
+    async with database.session() as session:
+        up = await preview_subscription(
+            session, env_pk, ProvisionRequest("acme", "basic", addons=[AddonInput("extra", 2)]), now=halfway
+        )
+    # In the first period the ONCE coupon ($3 off) still applies to both sides of the proration.
+    assert up.amount_due_now == (1500 - 300) // 2 - (1000 - 300) // 2
+    # From the next period on it no longer does.
+    assert up.next_recurring_total == 1500

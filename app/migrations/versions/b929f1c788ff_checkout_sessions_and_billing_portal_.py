@@ -1,7 +1,7 @@
 """checkout sessions and billing portal configuration
 
 Revision ID: b929f1c788ff
-Revises: a8482f8442d8
+Revises: 7968c7153437
 Create Date: 2026-11-25 21:10:36.286262
 """
 
@@ -11,7 +11,7 @@ import advanced_alchemy.types
 
 
 revision = 'b929f1c788ff'
-down_revision = 'a8482f8442d8'
+down_revision = '7968c7153437'
 branch_labels = None
 depends_on = None
 

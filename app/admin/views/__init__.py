@@ -1,0 +1,1 @@
+"""Console controllers: parse the request, call one service, render."""

@@ -1,0 +1,265 @@
+"""/widgets/*: the pages rendered inside the embeddable widgets' iframes, and their POST actions.
+
+Every page is served with a strict CSP (scripts from 'self' only, framed only by the
+environment's allowed origins). An htmx request gets the named fragment, or problem+json
+when refused; a plain request gets the whole page, or a full error page the frame reports
+to its host.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from litestar import Request, Response, Router, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Redirect, Template
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import TollgateError
+from app.core.problems import problem
+from app.settings import Settings
+from app.widgets import security, service
+from app.widgets.service import Page, WidgetParams
+
+FormData = dict[str, str]
+FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
+
+_TITLES = {"paywall": "Plans and pricing", "portal": "Your subscription", "checkout": "Checkout"}
+
+
+def _is_htmx(request: Request[Any, Any, Any]) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def _context(params: WidgetParams, widget: str, nonce: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "widget": widget,
+        "title": _TITLES[widget],
+        "params": params,
+        "texts": params.texts,
+        "theme": params.theme,
+        "theme_css": params.theme_css,
+        "nonce": nonce,
+        **extra,
+    }
+
+
+async def _refused(
+    request: Request[Any, Any, Any],
+    db_session: AsyncSession,
+    settings: Settings,
+    params: WidgetParams,
+    widget: str,
+    exc: TollgateError,
+) -> Response[Any]:
+    if _is_htmx(request) or request.method == "POST":
+        response = problem(exc.status_code, exc.code, exc.message)
+        response.headers.update(security.widget_headers((), None))
+        return response
+    ancestors = await service.frame_ancestors(db_session, settings, params)
+    host_origin = params.host_origin if params.host_origin in ancestors or ancestors == ("*",) else None
+    nonce = security.new_nonce()
+    # Nothing about the customer is in an error page, only the reason, for the host to show.
+    return Template(
+        "widgets/error.html",
+        context=_context(params, widget, nonce, error=exc, host_origin=host_origin),
+        status_code=exc.status_code,
+        headers=security.widget_headers(ancestors, nonce),
+    )
+
+
+async def _page(
+    request: Request[Any, Any, Any],
+    db_session: AsyncSession,
+    settings: Settings,
+    widget: str,
+    build: Callable[[], Awaitable[Page]],
+    params: WidgetParams,
+    template: str,
+    fragment: str,
+) -> Response[Any]:
+    started = time.perf_counter()
+    try:
+        page = await build()
+    except TollgateError as exc:
+        return await _refused(request, db_session, settings, params, widget, exc)
+    nonce = security.new_nonce()
+    context = _context(
+        params,
+        widget,
+        nonce,
+        view=page.view,
+        csrf=page.csrf,
+        access=page.access,
+        host_origin=page.access.host_origin,
+    )
+    # Rendered here rather than by a Template response, so the Server-Timing header covers
+    # the whole of the work: checks, reads, view model and HTML.
+    engine: Any = request.app.template_engine
+    html = engine.get_template(fragment if _is_htmx(request) else template).render(**context)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    return Response(
+        html,
+        media_type="text/html; charset=utf-8",
+        headers={
+            **security.widget_headers(page.access.frame_ancestors, nonce),
+            "Server-Timing": f"render;dur={elapsed_ms:.2f}",
+        },
+    )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@get("/paywall", name="widgets.paywall")
+async def paywall(
+    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings
+) -> Response[Any]:
+    params = service.parse_params(request.query_params)
+    return await _page(
+        request,
+        db_session,
+        settings,
+        "paywall",
+        lambda: service.paywall_page(db_session, settings, params, _now()),
+        params,
+        "widgets/paywall.html",
+        "widgets/_paywall_body.html",
+    )
+
+
+@get("/portal", name="widgets.portal")
+async def portal(
+    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings
+) -> Response[Any]:
+    params = service.parse_params(request.query_params)
+    return await _page(
+        request,
+        db_session,
+        settings,
+        "portal",
+        lambda: service.portal_page(db_session, settings, params, _now()),
+        params,
+        "widgets/portal.html",
+        "widgets/_portal_body.html",
+    )
+
+
+@get("/checkout", name="widgets.checkout")
+async def checkout(
+    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings
+) -> Response[Any]:
+    params = service.parse_params(request.query_params)
+    return await _page(
+        request,
+        db_session,
+        settings,
+        "checkout",
+        lambda: service.checkout_page(db_session, settings, params, _now()),
+        params,
+        "widgets/checkout.html",
+        "widgets/_checkout_body.html",
+    )
+
+
+@post("/actions/select-plan", name="widgets.select_plan")
+async def select_plan(
+    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings, data: FormData = FORM
+) -> Response[Any]:
+    params = service.parse_params(data)
+    try:
+        detail = await service.select_plan(
+            db_session, settings, params, data.get("csrf"), request.headers.get("origin"), data.get("action")
+        )
+    except TollgateError as exc:
+        return await _refused(request, db_session, settings, params, "paywall", exc)
+    if not _is_htmx(request):
+        # Without script the frame cannot tell its host anything: back to the plans.
+        return Redirect(params.url("/widgets/paywall"), status_code=303)
+    # htmx fires this on the button; the frame script relays it to the host page.
+    return Response(
+        "",
+        status_code=200,
+        media_type="text/html",
+        headers={
+            "HX-Trigger": json.dumps({"tollgate:plan-selected": detail}),
+            **security.widget_headers((), None),
+        },
+    )
+
+
+async def _not_yet(
+    request: Request[Any, Any, Any],
+    db_session: AsyncSession,
+    settings: Settings,
+    data: FormData,
+    what: str,
+) -> Response[Any]:
+    """Actions that need the subscriptions or billing services: checked, then refused honestly."""
+    params = service.parse_params(data)
+    try:
+        await service.checked_action(
+            db_session,
+            settings,
+            params,
+            data.get("csrf"),
+            request.headers.get("origin"),
+            customer_required=True,
+        )
+    except TollgateError as exc:
+        return await _refused(request, db_session, settings, params, "portal", exc)
+    # TODO(subscriptions/billing merge): call the service for `what` here and answer with
+    # HX-Trigger `tollgate:subscription-changed` (or `tollgate:navigate` for hosted pages).
+    response = problem(501, "not_available_yet", f"{what} is not available from the widget yet.")
+    response.headers.update(security.widget_headers((), None))
+    return response
+
+
+@post("/actions/cancel-scheduled-change", name="widgets.cancel_scheduled_change")
+async def cancel_scheduled_change(
+    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings, data: FormData = FORM
+) -> Response[Any]:
+    return await _not_yet(request, db_session, settings, data, "Cancelling a scheduled change")
+
+
+@post("/actions/cancel-subscription", name="widgets.cancel_subscription")
+async def cancel_subscription(
+    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings, data: FormData = FORM
+) -> Response[Any]:
+    return await _not_yet(request, db_session, settings, data, "Cancelling a subscription")
+
+
+@post("/actions/manage-billing", name="widgets.manage_billing")
+async def manage_billing(
+    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings, data: FormData = FORM
+) -> Response[Any]:
+    return await _not_yet(request, db_session, settings, data, "The billing portal")
+
+
+@post("/actions/checkout", name="widgets.start_checkout")
+async def start_checkout(
+    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings, data: FormData = FORM
+) -> Response[Any]:
+    return await _not_yet(request, db_session, settings, data, "Paying for a plan")
+
+
+widget_router = Router(
+    path="/widgets",
+    route_handlers=[
+        paywall,
+        portal,
+        checkout,
+        select_plan,
+        cancel_scheduled_change,
+        cancel_subscription,
+        manage_billing,
+        start_checkout,
+    ],
+    include_in_schema=False,
+)
