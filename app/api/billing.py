@@ -1,5 +1,5 @@
-"""Billing endpoints end customers reach through the host: Checkout status, Billing Portal,
-Connect with Stripe; and the browser-facing returns from Stripe's pages (outside /api)."""
+"""Billing endpoints end customers reach through the host (Checkout status, Billing Portal),
+and the browser-facing returns from Stripe's pages (outside /api)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,7 @@ from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing import checkout, oauth, portal
-from app.billing.integration import IntegrationService
-from app.billing.models import StripeMode
-from app.billing.schemas import CheckoutStatusOut, IntegrationOut, OAuthStartOut, PortalOut, PortalRequest
-from app.core.errors import InvalidRequest
+from app.billing.schemas import CheckoutStatusOut, PortalOut, PortalRequest
 from app.environments.service import EnvironmentRef
 from app.settings import Settings
 
@@ -46,30 +43,7 @@ class BillingPortalController(Controller):
         return await portal.create_portal_session(db_session, settings, environment, customer_id, data)
 
 
-class StripeConnectController(Controller):
-    path = "/integrations/stripe"
-    tags = ["integrations"]
-
-    @get("/oauth/start")
-    async def oauth_start(
-        self,
-        settings: Settings,
-        environment: EnvironmentRef,
-        mode: Annotated[StripeMode, Parameter(query="mode")],
-        return_url: Annotated[str, Parameter(query="returnUrl", max_length=2000)],
-    ) -> OAuthStartOut:
-        if not return_url.startswith(("http://", "https://")):
-            raise InvalidRequest("returnUrl must be an http(s) URL.", code="invalid_url", param="returnUrl")
-        return oauth.start(settings, environment, mode, return_url)
-
-    @post("/grace-period-check", status_code=200)
-    async def grace_period_check(
-        self, db_session: AsyncSession, settings: Settings, environment: EnvironmentRef
-    ) -> IntegrationOut:
-        return await IntegrationService(db_session, settings).check_grace_period(environment)
-
-
-BILLING_CONTROLLERS = [CheckoutStatusController, BillingPortalController, StripeConnectController]
+BILLING_CONTROLLERS = [CheckoutStatusController, BillingPortalController]
 
 
 # --- browser-facing (no API key: the signed state / unguessable token is the credential) ----

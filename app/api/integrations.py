@@ -1,12 +1,25 @@
-"""/api/v1/integrations/stripe: connect, inspect, toggle and remove the Stripe integration."""
+"""/api/v1/integrations/stripe: connect (key or OAuth), inspect, toggle and remove the Stripe
+integration; the grace period check."""
 
 from __future__ import annotations
 
-from litestar import Controller, delete, get, patch, put
+from typing import Annotated
+
+from litestar import Controller, delete, get, patch, post, put
+from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.billing import oauth
 from app.billing.integration import PERMISSIONS, IntegrationService
-from app.billing.schemas import IntegrationConnect, IntegrationOut, IntegrationUpdate, PermissionsOut
+from app.billing.models import StripeMode
+from app.billing.schemas import (
+    IntegrationConnect,
+    IntegrationOut,
+    IntegrationUpdate,
+    OAuthStartOut,
+    PermissionsOut,
+)
+from app.core.errors import InvalidRequest
 from app.environments.service import EnvironmentRef
 from app.settings import Settings
 
@@ -50,6 +63,25 @@ class StripeIntegrationController(Controller):
     @get("/permissions")
     async def permissions(self) -> PermissionsOut:
         return PermissionsOut(permissions=PERMISSIONS)
+
+    @get("/oauth/start")
+    async def oauth_start(
+        self,
+        settings: Settings,
+        environment: EnvironmentRef,
+        mode: Annotated[StripeMode, Parameter(query="mode")],
+        return_url: Annotated[str, Parameter(query="returnUrl", max_length=2000)],
+    ) -> OAuthStartOut:
+        """Stripe's authorize URL; the callback (outside /api) finishes like `PUT` with a key."""
+        if not return_url.startswith(("http://", "https://")):
+            raise InvalidRequest("returnUrl must be an http(s) URL.", code="invalid_url", param="returnUrl")
+        return oauth.start(settings, environment, mode, return_url)
+
+    @post("/grace-period-check", status_code=200)
+    async def grace_period_check(
+        self, db_session: AsyncSession, settings: Settings, environment: EnvironmentRef
+    ) -> IntegrationOut:
+        return await IntegrationService(db_session, settings).check_grace_period(environment)
 
 
 INTEGRATION_CONTROLLERS = [StripeIntegrationController]
