@@ -388,10 +388,22 @@ def _id_of(value: Any) -> str | None:
 async def apply_session(
     session: AsyncSession, row: CheckoutSession, checkout: stripe.checkout.Session, now: dt.datetime
 ) -> CheckoutSession:
-    """Bring our side in line with the Checkout Session as Stripe reports it (idempotent)."""
+    """Bring our side in line with the Checkout Session as Stripe reports it (idempotent).
+
+    Locks are taken customer first (the order provisioning takes them in), then the
+    checkout row is re-read under lock, so concurrent callers apply an outcome once.
+    """
+    settled = (checkout.status == "complete" and row.status == CheckoutStatus.COMPLETED) or (
+        checkout.status == "expired" and row.status != CheckoutStatus.OPEN
+    )
+    if checkout.status not in ("complete", "expired") or settled:
+        return row
+    customer = await session.get_one(Customer, row.customer_pk, with_for_update=True, populate_existing=True)
+    await session.refresh(row, with_for_update=True)
     if checkout.status == "complete" and row.status != CheckoutStatus.COMPLETED:
-        sub = await session.get_one(Subscription, row.subscription_pk, with_for_update=True)
-        customer = await session.get_one(Customer, row.customer_pk, with_for_update=True)
+        sub = await session.get_one(
+            Subscription, row.subscription_pk, with_for_update=True, populate_existing=True
+        )
         row.status = CheckoutStatus.COMPLETED
         row.completed_at = now
         customer.billing_id = customer.billing_id or _id_of(checkout.customer)
@@ -459,12 +471,10 @@ async def refresh(
 async def _row_for_event(ctx: EventContext, event: dict[str, Any]) -> CheckoutSession | None:
     stripe_id = event["data"]["object"]["id"]
     return await ctx.session.scalar(
-        select(CheckoutSession)
-        .where(
+        select(CheckoutSession).where(
             CheckoutSession.environment_pk == ctx.environment.pk,
             CheckoutSession.stripe_id == stripe_id,
         )
-        .with_for_update()
     )
 
 
@@ -509,7 +519,6 @@ async def checkout_status(
         .where(CheckoutSession.subscription_pk == sub_pk)
         .order_by(CheckoutSession.pk.desc())
         .limit(1)
-        .with_for_update()
     )
     if row is None:
         raise NotFound(f"Subscription '{subscription_ref}' has no Checkout.", code="checkout_not_found")
@@ -538,9 +547,7 @@ async def return_location(
     sees the subscription active (the webhook, arriving later, then changes nothing).
     """
     now = now or utcnow()
-    row = await session.scalar(
-        select(CheckoutSession).where(CheckoutSession.token == token).with_for_update()
-    )
+    row = await session.scalar(select(CheckoutSession).where(CheckoutSession.token == token))
     if row is None or outcome not in ("success", "cancel"):
         return None
     sub_ref = await session.scalar(select(Subscription.ref).where(Subscription.pk == row.subscription_pk))
@@ -572,7 +579,6 @@ async def expire_stale_checkouts(database: Database, settings: Settings, now: dt
                 )
                 .order_by(CheckoutSession.pk)
                 .limit(50)
-                .with_for_update(skip_locked=True)
             )
         )
         done = 0

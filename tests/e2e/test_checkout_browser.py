@@ -156,7 +156,7 @@ async def _provision(api: ApiEnv, live: LiveServer, customer: str) -> dict[str, 
     return result
 
 
-def _wait_for(predicate: Any, timeout: float = 10) -> None:
+def _wait_for(predicate: Any, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
@@ -172,7 +172,7 @@ async def test_checkout_pay_decline_portal_reconnect(
     stripe_sandbox: RunningSandbox,
 ) -> None:
     page = await browser.new_page()
-    page.set_default_timeout(8000)
+    page.set_default_timeout(15000)
 
     # Declined card: the page says so, the subscription keeps waiting; going back says not completed.
     declined = await _provision(live_api, live, "bravo")
@@ -242,7 +242,7 @@ async def test_connect_with_stripe_in_the_browser(
     live_api: ApiEnv, live: LiveServer, browser: Browser
 ) -> None:
     page = await browser.new_page()
-    page.set_default_timeout(8000)
+    page.set_default_timeout(15000)
     return_url = f"{live.url}/host/settings"
     started = await live_api.ok("get", f"/integrations/stripe/oauth/start?mode=TEST&returnUrl={return_url}")
     await page.goto(started["url"])
