@@ -102,7 +102,9 @@ async def control(sandbox: Sandbox, method: str, path: str, query: str, body: by
                 found = [d for d in found if d.get(name) == args[name]]
         return json_response(200, {"data": found})
     if route == ("POST", "/_sandbox/webhook_deliveries/drain"):
-        drained = await sandbox.webhooks.drain(float(data.get("timeout", 5)))
+        drained = await sandbox.webhooks.drain(
+            float(data.get("timeout", 5)), account=data.get("account"), endpoint=data.get("endpoint")
+        )
         return json_response(200, {"drained": drained, "pending": sandbox.webhooks.pending_count()})
 
     # -- time ---------------------------------------------------------------------------------

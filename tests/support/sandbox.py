@@ -81,8 +81,10 @@ class SandboxControl:
     def deliveries(self, **filters: str) -> list[dict[str, Any]]:
         return self._call("GET", "/webhook_deliveries", params=filters)["data"]
 
-    def drain(self, timeout: float = 5.0) -> bool:
-        return self._call("POST", "/webhook_deliveries/drain", json={"timeout": timeout})["drained"]
+    def drain(self, timeout: float = 5.0, *, endpoint: str | None = None, account: str | None = None) -> bool:
+        """Wait until webhook deliveries (of one endpoint or account, else all) are done."""
+        body = {"timeout": timeout, "endpoint": endpoint, "account": account}
+        return self._call("POST", "/webhook_deliveries/drain", json=body)["drained"]
 
     def advance_clock(self, seconds: int) -> dict[str, Any]:
         return self._call("POST", "/clock/advance", json={"seconds": seconds})
