@@ -66,7 +66,7 @@ def test_only_enabled_events_are_sent(client: stripe.StripeClient, sandbox_serve
 def test_failed_deliveries_are_retried_with_backoff(
     client: stripe.StripeClient, sandbox_server: RunningSandbox, control: object
 ) -> None:
-    sandbox_server.control.webhook_retry(base_seconds=0.05, max_attempts=5)
+    sandbox_server.control.webhook_retry(base_seconds=0.15, max_attempts=5)
     try:
         with webhook_receiver(fail_first=2) as receiver:
             endpoint = client.v1.webhook_endpoints.create(
@@ -135,7 +135,7 @@ def test_delayed_and_reordered_deliveries(
         endpoint = client.v1.webhook_endpoints.create(
             params={"url": receiver.url, "enabled_events": ["product.created"]}
         )
-        sandbox_server.control.webhook_faults(delay_ms=300, reorder=True, seed=3)
+        sandbox_server.control.webhook_faults(delay_ms=1500, reorder=True, seed=3)
         names = [f"R{n}" for n in range(6)]
         for name in names:
             client.v1.products.create(params={"name": name})
