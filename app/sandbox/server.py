@@ -170,7 +170,8 @@ class Sandbox:
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
-        path = path or "/"
+        # Litestar's mount hands over "/v1/products/" for "/v1/products": one canonical form.
+        path = path.rstrip("/") or "/"
         body = b""
         while True:
             message = await receive()
