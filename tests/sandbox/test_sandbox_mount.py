@@ -46,7 +46,7 @@ def test_sdk_talks_to_the_mounted_sandbox(tmp_path: Path) -> None:
             }
         )
         assert session.url == f"{base}/checkout/{session.id}"
-        page = httpx.get(session.url)
+        page = httpx.get(str(session.url))
         assert page.status_code == 200
         assert "Mounted" in page.text
         assert httpx.get(f"{base}/dashboard/{product.id}").status_code == 200
