@@ -499,3 +499,45 @@ def automatic_tax_percent(ctx: Ctx, country: str | None) -> float | None:
     if tax_settings(ctx)["status"] != "active":
         return None
     return AUTOMATIC_TAX_PERCENT.get((country or "").upper(), 0.0)
+
+
+# -- plans (Stripe's older face of recurring prices: a plan id is its price id) -----------------
+@route("POST", "/v1/plans", "PlanCreateParams")
+def create_plan(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:
+    from app.sandbox.resources.billing import _plan_view
+
+    product = params.get("product")
+    price_params: dict[str, Any] = {
+        "currency": params["currency"],
+        "recurring": {
+            "interval": params["interval"],
+            "interval_count": params.get("interval_count", 1),
+            "usage_type": params.get("usage_type", "licensed"),
+        },
+        "nickname": params.get("nickname"),
+        "metadata": params.get("metadata") or {},
+        "active": params.get("active", True),
+    }
+    if params.get("trial_period_days") is not None:
+        price_params["recurring"]["trial_period_days"] = params["trial_period_days"]
+    if isinstance(product, dict):
+        price_params["product_data"] = {"name": product["name"]}
+    else:
+        price_params["product"] = product
+    if params.get("billing_scheme") == "tiered":
+        price_params.update(
+            billing_scheme="tiered", tiers=params.get("tiers"), tiers_mode=params.get("tiers_mode")
+        )
+    else:
+        price_params["unit_amount"] = params.get("amount", 0)
+    return _plan_view(_new_price(ctx, price_params))
+
+
+@route("GET", "/v1/plans/{id}", "PlanRetrieveParams")
+def retrieve_plan(ctx: Ctx, _: dict[str, Any], path: dict[str, str]) -> dict[str, Any]:
+    from app.sandbox.resources.billing import _plan_view
+
+    price = ctx.get("price", path["id"])
+    if not price["recurring"]:
+        raise StripeError(404, f"No such plan: '{path['id']}'", code="resource_missing", param="id")
+    return _plan_view(price)
