@@ -44,7 +44,7 @@ async def control(sandbox: Sandbox, method: str, path: str, query: str, body: by
             {
                 "now": sandbox.now(),
                 "clock_offset": sandbox.clock_offset,
-                "accounts": sorted(sandbox.store.accounts()),
+                "accounts": sorted(a for a in sandbox.store.accounts() if a.startswith("acct_")),
                 "pending_webhook_deliveries": sandbox.webhooks.pending_count(),
                 "rate_limit": sandbox.faults.rate_limit,
                 "faults": [r.public() for r in sandbox.faults.rules],

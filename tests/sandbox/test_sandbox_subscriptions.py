@@ -362,3 +362,38 @@ def test_sandbox_clock_control_drives_customers_without_test_clock() -> None:
         assert renewal.status == "draft"
         sb.control.advance_clock(3601)
         assert client.v1.invoices.retrieve(renewal.id).status == "paid"
+
+
+def test_invoice_previews_change_nothing(client: stripe.StripeClient) -> None:
+    cheap, dear = _catalog(client, (1000, 3000))
+    clock, customer = _clocked_customer(client)
+    sub = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": cheap.id}]})
+    upcoming = client.v1.invoices.create_preview(params={"subscription": sub.id})
+    assert upcoming.billing_reason == "upcoming"
+    assert upcoming.total == 1000
+    assert upcoming.period_start == START + 31 * DAY
+    item = sub["items"].data[0]
+    change = client.v1.invoices.create_preview(
+        params={
+            "subscription": sub.id,
+            "subscription_details": {
+                "items": [{"id": item.id, "price": dear.id}],
+                "proration_date": START + 10 * DAY,
+            },
+        }
+    )
+    assert sorted(line.amount for line in change.lines.data) == sorted(
+        [3000, round(-1000 * 21 / 31), round(3000 * 21 / 31)]
+    )
+    fresh = client.v1.invoices.create_preview(
+        params={
+            "customer": customer.id,
+            "subscription_details": {"items": [{"price": dear.id, "quantity": 2}]},
+        }
+    )
+    assert fresh.total == 6000
+    assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].price.id == cheap.id
+    assert len(client.v1.subscriptions.list(params={"customer": customer.id}).data) == 1
+    assert len(client.v1.invoices.list(params={"customer": customer.id}).data) == 1
+    assert client.v1.invoice_items.list(params={"customer": customer.id}).data == []
+    assert clock.id

@@ -1566,3 +1566,77 @@ def advance_test_clock(ctx: Ctx, params: dict[str, Any], path: dict[str, str]) -
     ctx.put(clock)
     ctx.emit("test_helpers.test_clock.ready", clock)
     return clock
+
+
+# -- previews ---------------------------------------------------------------------------------
+@route("POST", "/v1/invoices/create_preview", "InvoiceCreatePreviewParams")
+def preview_invoice(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:
+    """The invoice a change (or the next renewal) would produce, computed and then undone."""
+    store = ctx.store
+    store.commit()  # keep what the request did before (the account) out of the undo below
+    try:
+        return _preview(ctx, params)
+    finally:
+        store.rollback()
+        ctx.fixed_now = None
+
+
+def _preview(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
+    subscription = ctx.find("subscription", params.get("subscription"))
+    if params.get("subscription") and subscription is None:
+        ctx.get("subscription", params["subscription"], "subscription")
+    customer_id = subscription["customer"] if subscription else params.get("customer")
+    customer = ctx.get("customer", customer_id or "", "customer")
+    details = params.get("subscription_details") or {}
+    if details.get("proration_date"):
+        ctx.fixed_now = int(details["proration_date"])
+    if subscription is None:
+        if not details.get("items"):
+            raise StripeError(
+                400,
+                "Pass `subscription` or `subscription_details[items]` to preview an invoice.",
+                param="subscription_details[items]",
+            )
+        create: dict[str, Any] = {
+            "customer": customer["id"],
+            "items": details["items"],
+            "payment_behavior": "default_incomplete",
+        }
+        for name in ("trial_end", "default_tax_rates"):
+            if name in details:
+                create[name] = details[name]
+        if params.get("discounts"):
+            create["discounts"] = params["discounts"]
+        if (params.get("automatic_tax") or {}).get("enabled"):
+            create["automatic_tax"] = {"enabled": True}
+        created = create_subscription(ctx, create, {})
+        return _as_preview(ctx.get("invoice", created["latest_invoice"]))
+    proration = details.get("proration_behavior", "create_prorations")
+    update = {
+        k: details[k]
+        for k in ("items", "cancel_at_period_end", "trial_end", "default_tax_rates")
+        if k in details
+    }
+    if params.get("discounts") is not None:
+        update["discounts"] = params["discounts"]
+    if update:
+        latest = subscription.get("latest_invoice")
+        update_subscription(ctx, {**update, "proration_behavior": proration}, {"id": subscription["id"]})
+        subscription = ctx.get("subscription", subscription["id"])
+        if proration == "always_invoice" and subscription.get("latest_invoice") != latest:
+            return _as_preview(ctx.get("invoice", subscription["latest_invoice"]))
+    # The next renewal: the coming period's lines plus whatever is pending (prorations).
+    interval, count = subscription["_interval"]
+    start = subscription["_period_end"]
+    _set_period(ctx, subscription, start, add_interval(start, interval, count))
+    _expire_discounts(ctx, subscription, start)
+    ctx.fixed_now = start
+    invoice = _subscription_invoice(ctx, subscription, "upcoming", trial=False)
+    return _as_preview(invoice)
+
+
+def _as_preview(invoice: dict[str, Any]) -> dict[str, Any]:
+    preview = dict(invoice)
+    preview["id"] = "upcoming_" + invoice["id"]
+    preview["number"] = None
+    return preview

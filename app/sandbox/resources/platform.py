@@ -44,6 +44,8 @@ def ensure_account(
         payouts_enabled=True,
         type="standard",
     )
+    # Not in Stripe's account example, but asked of the sandbox: it is always test mode.
+    account["livemode"] = False
     account["business_profile"] = {**(account.get("business_profile") or {}), "name": name}
     account["settings"] = account.get("settings") or {}
     account["settings"]["dashboard"] = {"display_name": name, "timezone": "Etc/UTC"}
