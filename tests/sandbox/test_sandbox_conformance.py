@@ -201,3 +201,14 @@ def test_tiered_prices_bill_like_stripe(
         }
     )
     assert sub.latest_invoice.total == expected  # type: ignore[union-attr]
+
+
+async def test_async_sdk_calls(client: stripe.StripeClient) -> None:
+    customer = await client.v1.customers.create_async(params={"email": "async@example.com"})
+    assert_conforms(customer, "customer", "cus_")
+    fetched = await client.v1.customers.retrieve_async(customer.id)
+    assert fetched.email == "async@example.com"
+    page = await client.v1.customers.list_async(params={"limit": 1})
+    assert [c.id for c in page.data] == [customer.id]
+    with pytest.raises(stripe.InvalidRequestError):
+        await client.v1.customers.retrieve_async("cus_missing")

@@ -315,6 +315,7 @@ def new_invoice(
     invoice["_tax_percent"] = percent
     invoice["_tax_rate"] = rate_id
     if subscription:
+        invoice["subscription"] = subscription["id"]
         invoice["parent"] = {
             "type": "subscription_details",
             "quote_details": None,
@@ -1403,38 +1404,43 @@ def mark_uncollectible(ctx: Ctx, _: dict[str, Any], path: dict[str, str]) -> dic
 # -- time: renewals, trial ends, finalisation -------------------------------------------------
 def _due_moments(ctx: Ctx, customer_ids: set[str] | None, clock_id: str | None) -> list[tuple[int, str, str]]:
     """(when, kind, object id) of everything that becomes due at some moment."""
+    store = ctx.store
+    clocks: dict[str, str | None] = {}
 
     def in_scope(customer_id: str) -> bool:
         if customer_ids is not None:
             return customer_id in customer_ids
-        customer = ctx.find("customer", customer_id)
-        return (customer or {}).get("test_clock") == clock_id
+        if customer_id not in clocks:
+            located = store.locate(customer_id)
+            clocks[customer_id] = store.peek(customer_id).get("test_clock") if located else None
+        return clocks[customer_id] == clock_id
 
+    # Read-only scans use the store's shared decoded objects (no copies).
     moments: list[tuple[int, str, str]] = []
-    for subscription in ctx.all("subscription"):
+    for subscription_id in store.peek_ids(ctx.account, "subscription"):
+        subscription = store.peek(subscription_id)
         if subscription["status"] not in LIVE_STATUSES or not in_scope(subscription["customer"]):
             continue
         if subscription["status"] == "incomplete":
-            moments.append(
-                (subscription["created"] + INCOMPLETE_EXPIRY_SECONDS, "expire", subscription["id"])
-            )
+            moments.append((subscription["created"] + INCOMPLETE_EXPIRY_SECONDS, "expire", subscription_id))
             continue
         cancel_at = subscription.get("cancel_at")
         if cancel_at and cancel_at <= subscription["_period_end"]:
-            moments.append((cancel_at, "cancel", subscription["id"]))
+            moments.append((cancel_at, "cancel", subscription_id))
         else:
-            moments.append((subscription["_period_end"], "renew", subscription["id"]))
-    for invoice in ctx.all("invoice"):
-        if not in_scope(invoice["customer"]):
+            moments.append((subscription["_period_end"], "renew", subscription_id))
+    for invoice_id in store.peek_ids(ctx.account, "invoice"):
+        invoice = store.peek(invoice_id)
+        if invoice["status"] not in {"draft", "open"} or not in_scope(invoice["customer"]):
             continue
         if (
             invoice["status"] == "draft"
             and invoice.get("auto_advance")
             and invoice.get("automatically_finalizes_at")
         ):
-            moments.append((invoice["automatically_finalizes_at"], "finalize", invoice["id"]))
+            moments.append((invoice["automatically_finalizes_at"], "finalize", invoice_id))
         elif invoice["status"] == "open" and invoice.get("next_payment_attempt"):
-            moments.append((invoice["next_payment_attempt"], "retry", invoice["id"]))
+            moments.append((invoice["next_payment_attempt"], "retry", invoice_id))
     return moments
 
 

@@ -303,9 +303,6 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
             ctx, {"type": form.get("tax_id_type") or "eu_vat", "value": tax_id_value}, {"id": customer_id}
         )
         tax_ids.append({"type": created["type"], "value": created["value"]})
-    totals = session_totals(
-        ctx, session, address["country"] or (customer.get("address") or {}).get("country")
-    )
     if session["mode"] == "subscription":
         data = session["_subscription_data"]
         params: dict[str, Any] = {
@@ -359,7 +356,6 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
         "business_name": None,
         "individual_name": None,
     }
-    del totals
     ctx.put(session)
     ctx.emit("checkout.session.completed", session)
     return session

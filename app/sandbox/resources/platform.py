@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from app.sandbox.core import Ctx, apply_metadata, changed_fields, route, unset
+from app.sandbox.core import Ctx, apply_metadata, route, unset
 from app.sandbox.fixtures import shaped
 from app.sandbox.wire import StripeError, new_id
 
@@ -100,7 +100,6 @@ def retrieve_webhook_endpoint(ctx: Ctx, _: dict[str, Any], path: dict[str, str])
 @route("POST", "/v1/webhook_endpoints/{id}", "WebhookEndpointUpdateParams")
 def update_webhook_endpoint(ctx: Ctx, params: dict[str, Any], path: dict[str, str]) -> dict[str, Any]:
     endpoint = ctx.get("webhook_endpoint", path["id"])
-    before = dict(endpoint)
     for name in ("description", "enabled_events", "url"):
         if name in params:
             endpoint[name] = unset(params[name])
@@ -109,7 +108,6 @@ def update_webhook_endpoint(ctx: Ctx, params: dict[str, Any], path: dict[str, st
     if "metadata" in params:
         endpoint["metadata"] = apply_metadata(endpoint.get("metadata"), params["metadata"])
     ctx.put(endpoint)
-    changed_fields(before, endpoint)
     endpoint.pop("secret", None)
     return endpoint
 
