@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tollgate.sandbox.webhooks")
 
 DELIVERY_KIND = "_webhook_delivery"
+PLATFORM_LINK_KIND = "_platform"  # kept in a connected account: the platform it is connected to
 
 
 def sign(payload: str, secret: str, timestamp: int | None = None) -> str:
@@ -68,7 +70,13 @@ class WebhookDispatcher:
         faults = self.sandbox.faults.webhooks
         rng = self.sandbox.faults.webhook_rng
         count = 0
-        for endpoint in ctx.all("webhook_endpoint"):
+        targets = [(ctx.account, e) for e in ctx.all("webhook_endpoint") if not e.get("_connect")]
+        for link in ctx.store.list(ctx.account, PLATFORM_LINK_KIND):
+            platform = link["platform"]
+            targets += [
+                (platform, e) for e in ctx.store.list(platform, "webhook_endpoint") if e.get("_connect")
+            ]
+        for owner, endpoint in targets:
             if not wants(endpoint, event["type"]):
                 continue
             count += 1
@@ -88,13 +96,15 @@ class WebhookDispatcher:
                 delivery["status"] = "dropped"
             elif faults.duplicate and rng.random() < faults.duplicate:
                 delivery["copies"] = 2
-            ctx.store.put(ctx.account, DELIVERY_KIND, delivery)
+            delivery["event_account"] = ctx.account
+            ctx.store.put(owner, DELIVERY_KIND, delivery)
             if delivery["status"] == "pending":
-                self._pending[delivery["id"]] = (
-                    ctx.account,
-                    endpoint["id"],
-                    time.monotonic() + faults.delay_ms / 1000,
-                )
+                due = time.monotonic() + faults.delay_ms / 1000
+                if faults.reorder:
+                    # Hold deliveries to the end of a time window so they go out together, shuffled.
+                    window = max(faults.delay_ms, 250) / 1000
+                    due = math.ceil(due / window) * window
+                self._pending[delivery["id"]] = (owner, endpoint["id"], due)
         if count and self._wake is not None:
             self._wake.set()
         return count
@@ -146,7 +156,8 @@ class WebhookDispatcher:
         delivery = store.get(account, delivery_id, DELIVERY_KIND)
         if delivery is None or delivery["status"] != "pending":
             return
-        event = store.get(account, delivery["event"], "event")
+        event_account = delivery.get("event_account", account)
+        event = store.get(event_account, delivery["event"], "event")
         endpoint = store.get(account, delivery["endpoint"], "webhook_endpoint")
         if event is None or endpoint is None:
             delivery["status"] = "abandoned"
@@ -171,10 +182,10 @@ class WebhookDispatcher:
         with store.lock:
             store.put(account, DELIVERY_KIND, delivery)
             if delivery["status"] != "pending":
-                current = store.get(account, event["id"], "event")
+                current = store.get(event_account, event["id"], "event")
                 if current is not None:
                     current["pending_webhooks"] = max(0, current["pending_webhooks"] - 1)
-                    store.put(account, "event", current)
+                    store.put(event_account, "event", current)
             store.commit()
 
     async def _post(self, endpoint: dict[str, Any], payload: str) -> dict[str, Any]:

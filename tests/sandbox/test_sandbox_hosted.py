@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -10,7 +11,7 @@ import pytest
 import stripe
 from stripe.oauth_error import InvalidGrantError
 
-from tests.support.sandbox import RunningSandbox
+from tests.support.sandbox import RunningSandbox, webhook_receiver
 
 
 def _subscription_checkout(client: stripe.StripeClient, **extra: Any) -> Any:
@@ -304,6 +305,18 @@ def test_oauth_consent_and_token_exchange(
     )
     assert connected.v1.customers.retrieve(made.id).email == "via@platform.example"
     assert platform.v1.accounts.retrieve(token.stripe_user_id).id == token.stripe_user_id
+    # A Connect endpoint of the platform receives the connected account's events.
+    with webhook_receiver() as receiver:
+        hook = platform.v1.webhook_endpoints.create(
+            params={"url": receiver.url, "enabled_events": ["product.created"], "connect": True}
+        )
+        own = platform.v1.webhook_endpoints.create(
+            params={"url": receiver.url + "/own", "enabled_events": ["product.created"]}
+        )
+        connected.v1.products.create(params={"name": "Connected product"})
+        assert sandbox_server.control.drain(endpoint=hook.id)
+        assert [json.loads(r.body)["account"] for r in receiver.received] == [token.stripe_user_id]
+        assert sandbox_server.control.deliveries(endpoint=own.id) == []
     with pytest.raises(InvalidGrantError):
         platform.oauth.token(params={"grant_type": "authorization_code", "code": query["code"][0]})
     denied = httpx.post(

@@ -86,6 +86,8 @@ def create_webhook_endpoint(ctx: Ctx, params: dict[str, Any], _: dict[str, str])
         url=params["url"],
     )
     endpoint["secret"] = "whsec_" + secrets.token_urlsafe(32)
+    # Connect endpoints get the events of connected accounts instead of the platform's own.
+    endpoint["_connect"] = bool(params.get("connect", False))
     ctx.put(endpoint)
     return endpoint
 
