@@ -102,7 +102,11 @@ def test_three_items_coupon_and_trial_then_first_charge(client: stripe.StripeCli
     subtotal = 1000 + 2 * 2000 + 3 * 500
     assert draft.subtotal == subtotal
     assert draft.total == subtotal - subtotal // 10
-    assert _event_types(client, mark)[:2] == ["invoice.created", "customer.subscription.updated"]
+    assert _event_types(client, mark)[:3] == [
+        "customer.subscription.trial_will_end",
+        "invoice.created",
+        "customer.subscription.updated",
+    ]
 
     # Stripe finalises an hour after creating the renewal invoice, then charges the card.
     _advance(client, clock, 30 * 60)
@@ -397,3 +401,38 @@ def test_invoice_previews_change_nothing(client: stripe.StripeClient) -> None:
     assert len(client.v1.invoices.list(params={"customer": customer.id}).data) == 1
     assert client.v1.invoice_items.list(params={"customer": customer.id}).data == []
     assert clock.id
+
+
+def test_trial_will_end_and_missing_payment_method_behaviours(client: stripe.StripeClient) -> None:
+    (price,) = _catalog(client)
+    clock = client.v1.test_helpers.test_clocks.create(params={"frozen_time": START})
+    customer = client.v1.customers.create(params={"email": "nocard@example.com", "test_clock": clock.id})
+    canceling = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "trial_period_days": 7,
+            "trial_settings": {"end_behavior": {"missing_payment_method": "cancel"}},
+        }
+    )
+    pausing = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "trial_period_days": 7,
+            "trial_settings": {"end_behavior": {"missing_payment_method": "pause"}},
+        }
+    )
+    _advance(client, clock, 4 * DAY + 60)
+    assert _event_types(client).count("customer.subscription.trial_will_end") == 2
+    _advance(client, clock, 3 * DAY)
+    assert client.v1.subscriptions.retrieve(canceling.id).status == "canceled"
+    assert client.v1.subscriptions.retrieve(pausing.id).status == "paused"
+    client.v1.payment_methods.attach("pm_card_visa", params={"customer": customer.id})
+    pm = client.v1.payment_methods.list(params={"customer": customer.id}).data[0]
+    client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": pm.id}})
+    resumed = client.v1.subscriptions.resume(pausing.id)
+    assert resumed.status == "active"
+    invoice = client.v1.invoices.retrieve(str(resumed.latest_invoice))
+    assert invoice.status == "paid"
+    assert invoice.total == 1000

@@ -22,6 +22,7 @@ FINALIZATION_GRACE_SECONDS = 3600  # Stripe finalises renewal invoices an hour a
 PAYMENT_RETRY_SECONDS = 3 * 86400
 PAYMENT_ATTEMPTS = 4
 INCOMPLETE_EXPIRY_SECONDS = 23 * 3600
+TRIAL_WILL_END_SECONDS = 3 * 86400
 LIVE_STATUSES = {"trialing", "active", "past_due", "incomplete", "unpaid"}
 
 
@@ -691,6 +692,12 @@ def create_subscription(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> 
     }
     subscription["_item_ids"] = []
     subscription["_interval"] = [interval, count]
+    end_behavior = ((params.get("trial_settings") or {}).get("end_behavior") or {}).get(
+        "missing_payment_method"
+    )
+    subscription["trial_settings"] = {
+        "end_behavior": {"missing_payment_method": end_behavior or "create_invoice"}
+    }
     for price, spec in zip(prices, specs, strict=True):
         subscription["_item_ids"].append(_new_item(ctx, subscription_id, price, spec, now)["id"])
     end = trial_end or add_interval(now, interval, count)
@@ -938,8 +945,23 @@ def resume_subscription(ctx: Ctx, params: dict[str, Any], path: dict[str, str]) 
     subscription = ctx.get("subscription", path["id"])
     if subscription.get("pause_collection") is None and subscription["status"] != "paused":
         raise StripeError(400, "Only paused subscriptions can be resumed.")
+    now = ctx.now_for_customer(subscription["customer"])
+    previous = {"status": subscription["status"]}
     subscription["pause_collection"] = None
     subscription["status"] = "active"
+    if previous["status"] == "paused":
+        # Like Stripe's default (billing_cycle_anchor=now): a new period starts and is invoiced.
+        interval, count = subscription["_interval"]
+        _set_period(ctx, subscription, now, add_interval(now, interval, count))
+        subscription["billing_cycle_anchor"] = now
+        invoice = _subscription_invoice(
+            ctx, subscription, "subscription_cycle", trial=False, auto_advance=False
+        )
+        save_subscription(ctx, subscription)
+        ctx.emit("customer.subscription.resumed", subscription, at=now)
+        ctx.emit("customer.subscription.updated", subscription, previous, at=now)
+        finalize(ctx, invoice)
+        return ctx.get("subscription", subscription["id"])
     save_subscription(ctx, subscription)
     return subscription
 
@@ -1424,6 +1446,16 @@ def _due_moments(ctx: Ctx, customer_ids: set[str] | None, clock_id: str | None) 
         if subscription["status"] == "incomplete":
             moments.append((subscription["created"] + INCOMPLETE_EXPIRY_SECONDS, "expire", subscription_id))
             continue
+        trial_end = subscription.get("trial_end")
+        if (
+            subscription["status"] == "trialing"
+            and trial_end
+            and not subscription.get("_trial_will_end_sent")
+        ):
+            # Stripe warns three days before a trial ends (when the trial is longer than that).
+            warn_at = trial_end - TRIAL_WILL_END_SECONDS
+            if warn_at > (subscription.get("trial_start") or 0):
+                moments.append((warn_at, "trial_will_end", subscription_id))
         cancel_at = subscription.get("cancel_at")
         if cancel_at and cancel_at <= subscription["_period_end"]:
             moments.append((cancel_at, "cancel", subscription_id))
@@ -1483,6 +1515,25 @@ def _run_step(ctx: Ctx, when: int, kind: str, object_id: str) -> None:
     if kind == "cancel":
         cancel_subscription_now(ctx, subscription, reason="cancellation_requested", at=when)
         return
+    if kind == "trial_will_end":
+        subscription["_trial_will_end_sent"] = True
+        save_subscription(ctx, subscription)
+        ctx.emit("customer.subscription.trial_will_end", subscription, at=when)
+        return
+    if subscription["status"] == "trialing" and _trial_ends_without_payment_method(ctx, subscription):
+        behavior = ((subscription.get("trial_settings") or {}).get("end_behavior") or {}).get(
+            "missing_payment_method"
+        )
+        if behavior == "cancel":
+            cancel_subscription_now(ctx, subscription, reason="cancellation_requested", at=when)
+            return
+        if behavior == "pause":
+            previous_status = {"status": subscription["status"]}
+            subscription["status"] = "paused"
+            save_subscription(ctx, subscription)
+            ctx.emit("customer.subscription.paused", subscription, at=when)
+            ctx.emit("customer.subscription.updated", subscription, previous_status, at=when)
+            return
     # Renewal (or the end of a trial): a new period and a draft invoice finalised an hour later.
     interval, count = subscription["_interval"]
     start = subscription["_period_end"]
@@ -1499,6 +1550,13 @@ def _run_step(ctx: Ctx, when: int, kind: str, object_id: str) -> None:
     ctx.emit("customer.subscription.updated", subscription, previous, at=when)
     if was_trialing and invoice["amount_due"] == 0:
         finalize(ctx, invoice)
+
+
+def _trial_ends_without_payment_method(ctx: Ctx, subscription: dict[str, Any]) -> bool:
+    if subscription.get("default_payment_method"):
+        return False
+    customer = ctx.find("customer", subscription["customer"]) or {}
+    return not (customer.get("invoice_settings") or {}).get("default_payment_method")
 
 
 def _expire_discounts(ctx: Ctx, subscription: dict[str, Any], now: int) -> None:
