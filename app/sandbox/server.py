@@ -381,7 +381,9 @@ def create_sandbox_app(database_path: str | Path | None, public_url: str) -> San
 def create_standalone_sandbox(port: int = 12111, database_path: str | None = None) -> Sandbox:
     from app.settings import VAR_DIR
 
-    return Sandbox(database_path or VAR_DIR / "sandbox.db", f"http://127.0.0.1:{port}")
+    path = database_path or VAR_DIR / "sandbox.db"
+    logger.info("Stripe sandbox on http://127.0.0.1:%d (state in %s)", port, path)
+    return Sandbox(path, f"http://127.0.0.1:{port}")
 
 
 __all__ = ["DEFAULT_RATE_LIMIT", "Sandbox", "create_sandbox_app", "create_standalone_sandbox"]

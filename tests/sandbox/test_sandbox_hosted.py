@@ -348,3 +348,36 @@ def test_dashboard_pages(sandbox_server: RunningSandbox, client: stripe.StripeCl
     assert pm_id in page.text  # the attached payment method is a related object
     assert httpx.get(f"{sandbox_server.base_url}/dashboard").status_code == 200
     assert httpx.get(f"{sandbox_server.base_url}/dashboard/cus_nope").status_code == 404
+
+
+def test_inline_prices_and_configuration_updates(client: stripe.StripeClient) -> None:
+    session = client.v1.checkout.sessions.create(
+        params={
+            "mode": "subscription",
+            "line_items": [
+                {
+                    "price_data": {
+                        "currency": "usd",
+                        "unit_amount": 700,
+                        "recurring": {"interval": "month"},
+                        "product_data": {"name": "Inline plan"},
+                    },
+                    "quantity": 1,
+                }
+            ],
+            "success_url": "https://shop.example/ok",
+        }
+    )
+    assert "Inline plan" in httpx.get(str(session.url)).text
+    assert session.amount_total == 700
+    session, sub, _ = _portal(client, {"invoice_history": {"enabled": False}})
+    assert "Cancel plan" not in httpx.get(str(session.url)).text
+    config = client.v1.billing_portal.configurations.update(
+        str(session.configuration),
+        params={"features": {"subscription_cancel": {"enabled": True, "mode": "immediately"}}},
+    )
+    assert config.features.subscription_cancel.enabled is True
+    assert config.id == session.configuration
+    assert "Cancel plan" in httpx.get(str(session.url)).text
+    assert httpx.post(f"{session.url}/subscriptions/{sub.id}/cancel").status_code == 303
+    assert client.v1.subscriptions.retrieve(sub.id).status == "canceled"

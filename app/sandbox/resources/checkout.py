@@ -23,8 +23,17 @@ SESSION_LIFETIME_SECONDS = 24 * 3600
 
 def _session_lines(ctx: Ctx, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     lines = []
+    from app.sandbox.resources.catalog import _new_price
+
     for index, spec in enumerate(specs):
-        price = ctx.get("price", spec.get("price", ""), f"line_items[{index}][price]")
+        if spec.get("price_data"):
+            # Inline prices (and products) are created on the fly, as Stripe does.
+            data = dict(spec["price_data"])
+            if "product_data" in data:
+                data["product_data"] = {"name": data["product_data"]["name"]}
+            price = _new_price(ctx, data)
+        else:
+            price = ctx.get("price", spec.get("price", ""), f"line_items[{index}][price]")
         quantity = spec.get("quantity", 1)
         product = ctx.find("product", price["product"]) or {"name": price["product"]}
         amount = price_amount(price, quantity)
