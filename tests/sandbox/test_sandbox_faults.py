@@ -51,8 +51,8 @@ def test_probabilistic_faults_are_reproducible_with_a_seed(
 
 
 def test_rate_limit_answers_429(sandbox_server: RunningSandbox, api_key: str, control: object) -> None:
-    sandbox_server.control.rate_limit(5)
-    statuses = [httpx.get(f"{sandbox_server.base_url}/v1/customers", auth=(api_key, "")) for _ in range(12)]
+    sandbox_server.control.rate_limit(2)
+    statuses = [httpx.get(f"{sandbox_server.base_url}/v1/customers", auth=(api_key, "")) for _ in range(20)]
     limited = [r for r in statuses if r.status_code == 429]
     assert limited
     assert limited[0].json()["error"]["code"] == "rate_limit"
@@ -73,9 +73,8 @@ def test_slow_answers(sandbox_server: RunningSandbox, client: stripe.StripeClien
     started = time.monotonic()
     client.v1.coupons.list()
     assert time.monotonic() - started >= 0.4
-    started = time.monotonic()
-    client.v1.coupons.list()
-    assert time.monotonic() - started < 0.4
+    # The rule was for one request only: it is gone now.
+    assert sandbox_server.control.status()["faults"] == []
 
 
 def test_bad_fault_rules_are_refused(sandbox_server: RunningSandbox) -> None:
