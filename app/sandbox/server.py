@@ -37,6 +37,7 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 CONNECTION_KIND = "_connection"
 TICK_SECONDS = 5.0
 MAX_BODY_BYTES = 1024 * 1024
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -190,6 +191,22 @@ class Sandbox:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         method = scope.get("method", "GET")
         query = scope.get("query_string", b"").decode("latin-1")
+        client_host = (scope.get("client") or ("", 0))[0]
+        if path.startswith("/_sandbox/") and client_host not in LOOPBACK_HOSTS:
+            # The control API can wipe state: only this machine may use it.
+            await self._send(
+                send,
+                json_response(
+                    403,
+                    {
+                        "error": {
+                            "type": "invalid_request_error",
+                            "message": "The sandbox control API only answers requests from this machine.",
+                        }
+                    },
+                ),
+            )
+            return
         try:
             response = await self.handle(method, path, query, headers, body)
         except Exception:

@@ -48,3 +48,28 @@ def test_reset_clears_everything() -> None:
         client.v1.products.create(params={"name": "Gone soon"})
         sb.control.reset()
         assert client.v1.products.list().data == []
+
+
+async def test_control_api_only_answers_this_machine() -> None:
+    from app.sandbox.server import Sandbox
+
+    sandbox = Sandbox(None, "http://sandbox.example")
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/_sandbox/reset",
+        "headers": [],
+        "query_string": b"",
+        "client": ("203.0.113.9", 5000),
+    }
+    await sandbox(scope, receive, send)
+    assert sent[0]["status"] == 403
+    await sandbox.stop_background()
