@@ -166,6 +166,7 @@ class Hosted:
             tax_enabled=session["automatic_tax"]["enabled"],
             tax_known=tax_percent is not None and country is not None,
             trial_days=data.get("trial_period_days"),
+            card_optional=checkout.card_optional(ctx, session),
             error=error,
             form=form,
             business=self.sandbox.account_name(ctx.account) or "Sandbox business",

@@ -381,3 +381,30 @@ def test_inline_prices_and_configuration_updates(client: stripe.StripeClient) ->
     assert "Cancel plan" in httpx.get(str(session.url)).text
     assert httpx.post(f"{session.url}/subscriptions/{sub.id}/cancel").status_code == 303
     assert client.v1.subscriptions.retrieve(sub.id).status == "canceled"
+
+
+def test_trial_checkout_without_a_card(client: stripe.StripeClient) -> None:
+    session = _subscription_checkout(
+        client,
+        customer_email="trial@example.com",
+        payment_method_collection="if_required",
+        subscription_data={
+            "trial_period_days": 14,
+            "trial_settings": {"end_behavior": {"missing_payment_method": "cancel"}},
+        },
+    )
+    page = httpx.get(str(session.url))
+    assert "optional: nothing is due today" in page.text
+    assert httpx.post(str(session.url), data={"address_country": "US"}).status_code == 303
+    done = client.v1.checkout.sessions.retrieve(session.id)
+    sub = client.v1.subscriptions.retrieve(str(done.subscription))
+    assert sub.status == "trialing"
+    assert sub.default_payment_method is None
+    assert sub.trial_settings is not None
+    assert sub.trial_settings.end_behavior.missing_payment_method == "cancel"
+    with_card = _subscription_checkout(
+        client, customer_email="paying@example.com", payment_method_collection="if_required"
+    )
+    refused = httpx.post(str(with_card.url), data={"address_country": "US"})
+    assert refused.status_code == 402
+    assert "card number is incorrect" in refused.text

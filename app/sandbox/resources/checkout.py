@@ -148,7 +148,7 @@ def create_session(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[
         locale=params.get("locale"),
         metadata=apply_metadata({}, params.get("metadata")),
         mode=mode,
-        payment_method_collection="always",
+        payment_method_collection=params.get("payment_method_collection", "always"),
         payment_method_types=params.get("payment_method_types", ["card"]),
         payment_status="no_payment_required" if mode == "setup" else "unpaid",
         status="open",
@@ -266,13 +266,19 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
         if promo is None:
             raise StripeError(400, "This code is invalid.", param="promotion_code")
         session["_discounts"] = [{"promotion_code": promo["id"]}]
-    pm = card_payment_method(
-        ctx,
-        form.get("card_number", ""),
-        exp_month=int(form.get("exp_month") or 12),
-        exp_year=int(form.get("exp_year") or 2034),
-        billing={"email": email or None, "name": name, "address": address if address["country"] else None},
-    )
+    pm = None
+    if (form.get("card_number") or "").strip() or not card_optional(ctx, session):
+        pm = card_payment_method(
+            ctx,
+            form.get("card_number", ""),
+            exp_month=int(form.get("exp_month") or 12),
+            exp_year=int(form.get("exp_year") or 2034),
+            billing={
+                "email": email or None,
+                "name": name,
+                "address": address if address["country"] else None,
+            },
+        )
     customer_id = session.get("customer")
     if customer_id:
         if address["country"] or name:
@@ -299,9 +305,10 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
             },
             {},
         )["id"]
-    attach_payment_method(ctx, {"customer": customer_id}, {"id": pm["id"]})
+    if pm is not None:
+        attach_payment_method(ctx, {"customer": customer_id}, {"id": pm["id"]})
     customer = ctx.get("customer", customer_id)
-    if not customer["invoice_settings"].get("default_payment_method"):
+    if pm is not None and not customer["invoice_settings"].get("default_payment_method"):
         customer = update_customer(
             ctx, {"invoice_settings": {"default_payment_method": pm["id"]}}, {"id": customer_id}
         )
@@ -320,11 +327,12 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
                 {"price": line["price"]["id"], "quantity": line["quantity"]}
                 for line in session["_line_items"]
             ],
-            "default_payment_method": pm["id"],
             "metadata": data.get("metadata") or {},
             "payment_behavior": "error_if_incomplete",
         }
-        for name_ in ("trial_period_days", "trial_end", "description", "default_tax_rates"):
+        if pm is not None:
+            params["default_payment_method"] = pm["id"]
+        for name_ in ("trial_period_days", "trial_end", "description", "default_tax_rates", "trial_settings"):
             if data.get(name_) is not None:
                 params[name_] = data[name_]
         if session["_discounts"]:
@@ -348,6 +356,7 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
             for d in subscription.get("discounts") or []
         ] or session["discounts"]
     else:
+        assert pm is not None  # setup mode always collects a card (card_optional is False)
         intent = create_setup_intent(
             ctx, {"customer": customer_id, "payment_method": pm["id"], "confirm": True}, {}
         )
@@ -368,6 +377,13 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
     ctx.put(session)
     ctx.emit("checkout.session.completed", session)
     return session
+
+
+def card_optional(ctx: Ctx, session: dict[str, Any]) -> bool:
+    """`payment_method_collection=if_required` skips the card when nothing is due now (a free trial)."""
+    if session["mode"] != "subscription" or session.get("payment_method_collection") != "if_required":
+        return False
+    return session_totals(ctx, session)["due_now"] == 0
 
 
 def success_redirect(session: dict[str, Any]) -> str:
