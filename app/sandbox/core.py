@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from app.sandbox.wire import StripeError, new_id, not_found, paginate
+from app.sandbox.wire import StripeError, list_envelope, new_id, not_found, paginate_ids
 
 if TYPE_CHECKING:
     from app.sandbox.server import Sandbox
@@ -147,7 +147,9 @@ class Ctx:
         params: dict[str, Any],
         url: str,
         keep: Callable[[dict[str, Any]], bool] | None = None,
+        filters: tuple[str, ...] | None = None,
     ) -> dict[str, Any]:
+        """A list page; `keep` runs only when one of `filters` is a parameter (always when None)."""
         store = self.store
         ids = store.peek_ids(self.account, kind)
         created = params.get("created")
@@ -155,13 +157,12 @@ class Ctx:
             ids = [i for i in ids if _in_range(store.peek(i).get("created", 0), created)]
         elif isinstance(created, int):
             ids = [i for i in ids if store.peek(i).get("created") == created]
-        if keep is not None:
+        if keep is not None and (filters is None or any(name in params for name in filters)):
             ids = [i for i in ids if keep(store.peek(i))]
         # Paginate ids, then decode only the page.
-        stubs = [{"id": i} for i in ids]
-        envelope = paginate(stubs, params, url, KIND_LABELS.get(kind, kind))
-        envelope["data"] = [store.get(self.account, stub["id"]) for stub in envelope["data"]]
-        return envelope
+        window, has_more = paginate_ids(ids, params, KIND_LABELS.get(kind, kind))
+        found = [store.get(self.account, i) for i in window]
+        return list_envelope([obj for obj in found if obj is not None], url, has_more)
 
     # -- events -------------------------------------------------------------------------------
     def emit(

@@ -1350,7 +1350,9 @@ def list_invoices(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[s
             return False
         return not ("status" in params and invoice["status"] != params["status"])
 
-    return ctx.page("invoice", params, "/v1/invoices", keep)
+    return ctx.page(
+        "invoice", params, "/v1/invoices", keep, ("customer", "subscription", "collection_method", "status")
+    )
 
 
 @route("GET", "/v1/invoices/{id}/lines", "InvoiceListLinesParams")

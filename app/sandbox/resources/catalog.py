@@ -96,7 +96,7 @@ def list_products(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[s
             return False
         return not ("ids" in params and product["id"] not in params["ids"])
 
-    return ctx.page("product", params, "/v1/products", keep)
+    return ctx.page("product", params, "/v1/products", keep, ("active", "ids"))
 
 
 @route("DELETE", "/v1/products/{id}", "ProductDeleteParams")
@@ -241,7 +241,13 @@ def list_prices(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[str
             )
         )
 
-    return ctx.page("price", params, "/v1/prices", keep)
+    return ctx.page(
+        "price",
+        params,
+        "/v1/prices",
+        keep,
+        ("active", "product", "currency", "type", "lookup_keys", "recurring"),
+    )
 
 
 def price_amount(price: dict[str, Any], quantity: int) -> int:

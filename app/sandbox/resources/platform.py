@@ -146,4 +146,4 @@ def list_events(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[str
             event["type"] == t or (t.endswith("*") and event["type"].startswith(t[:-1])) for t in types
         )
 
-    return ctx.page("event", params, "/v1/events", keep)
+    return ctx.page("event", params, "/v1/events", keep, ("type", "types"))
