@@ -397,8 +397,13 @@ def finalize(ctx: Ctx, invoice: dict[str, Any], *, pay: bool = True) -> dict[str
     return invoice
 
 
-def attempt_payment(ctx: Ctx, invoice: dict[str, Any], pm: dict[str, Any] | None = None) -> str | None:
-    """Charge an open invoice; updates the invoice and its subscription. Returns the decline code."""
+def attempt_payment(
+    ctx: Ctx, invoice: dict[str, Any], pm: dict[str, Any] | None = None, *, announce_status: bool = True
+) -> str | None:
+    """Charge an open invoice; updates the invoice and its subscription. Returns the decline code.
+
+    `announce_status=False` changes the subscription's status without its own `updated` event
+    (a subscription paid while being created is announced once, already active)."""
     now = ctx.now_for_customer(invoice["customer"])
     if invoice["amount_due"] == 0:
         decline = None
@@ -417,7 +422,11 @@ def attempt_payment(ctx: Ctx, invoice: dict[str, Any], pm: dict[str, Any] | None
         ctx.emit("invoice.paid", invoice, at=now)
         ctx.emit("invoice.payment_succeeded", invoice, at=now)
         if subscription and subscription["status"] in {"incomplete", "past_due", "unpaid"}:
-            _set_status(ctx, subscription, "active", now)
+            if announce_status:
+                _set_status(ctx, subscription, "active", now)
+            else:
+                subscription["status"] = "active"
+                save_subscription(ctx, subscription)
     else:
         retry = (
             invoice["attempt_count"] < PAYMENT_ATTEMPTS and invoice["billing_reason"] != "subscription_create"
@@ -706,7 +715,7 @@ def create_subscription(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> 
         ctx, unset(params.get("discounts")), customer_id, subscription_id, now
     )
     save_subscription(ctx, subscription)
-    ctx.emit("customer.subscription.created", subscription, at=now)
+    created_event = ctx.emit("customer.subscription.created", subscription, at=now)
     invoice = _subscription_invoice(
         ctx, subscription, "subscription_create", trial=bool(trial_end), auto_advance=False
     )
@@ -715,11 +724,15 @@ def create_subscription(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> 
         finalize(ctx, invoice, pay=False)
     else:
         finalize(ctx, invoice, pay=False)
-        decline = attempt_payment(ctx, invoice)
+        decline = attempt_payment(ctx, invoice, announce_status=False)
         if decline is not None and behavior == "error_if_incomplete":
             raise card_declined("generic_decline" if decline == "no_payment_method" else decline)
-        if decline is None and not trial_end:
-            subscription = ctx.get("subscription", subscription_id)
+        # Paid while being created: like Stripe, `customer.subscription.created` shows it active.
+        # (Deliveries go out after the request, so they carry this final state.)
+        from app.sandbox.server import public
+
+        created_event["data"]["object"] = public(ctx.get("subscription", subscription_id))
+        ctx.put(created_event)
     return ctx.get("subscription", subscription_id)
 
 
