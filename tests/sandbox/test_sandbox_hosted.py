@@ -319,6 +319,13 @@ def test_oauth_consent_and_token_exchange(
         assert sandbox_server.control.deliveries(endpoint=own.id) == []
     with pytest.raises(InvalidGrantError):
         platform.oauth.token(params={"grant_type": "authorization_code", "code": query["code"][0]})
+    # Deauthorizing ends the platform's access to the connected account.
+    assert (
+        platform.oauth.deauthorize(params={"stripe_user_id": token.stripe_user_id}).stripe_user_id
+        == token.stripe_user_id
+    )
+    with pytest.raises(stripe.PermissionError):
+        platform.v1.customers.list(options={"stripe_account": token.stripe_user_id})
     denied = httpx.post(
         f"{sandbox_server.base_url}/oauth/authorize",
         data={
