@@ -14,7 +14,12 @@ from typing import Any
 
 from app.sandbox.core import Ctx, apply_metadata, changed_fields, route, unset
 from app.sandbox.fixtures import shaped
-from app.sandbox.resources.catalog import automatic_tax_percent, coupon_discount, price_amount
+from app.sandbox.resources.catalog import (
+    automatic_tax_percent,
+    coupon_discount,
+    price_amount,
+    require_stripe_tax,
+)
 from app.sandbox.resources.customers import card_declined, resolve_payment_method
 from app.sandbox.wire import StripeError, new_id
 
@@ -673,6 +678,7 @@ def create_subscription(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> 
         )
     subscription_id = new_id("sub_")
     automatic_tax = params.get("automatic_tax") or {}
+    require_stripe_tax(ctx, bool(automatic_tax.get("enabled")), "automatic_tax[enabled]")
     interval, count = next(iter(intervals))
     subscription = shaped(
         "subscription",
@@ -900,6 +906,7 @@ def update_subscription(ctx: Ctx, params: dict[str, Any], path: dict[str, str]) 
     if "default_tax_rates" in params:
         subscription["default_tax_rates"] = unset(params["default_tax_rates"]) or []
     if "automatic_tax" in params:
+        require_stripe_tax(ctx, bool(params["automatic_tax"].get("enabled")), "automatic_tax[enabled]")
         enabled = bool(params["automatic_tax"].get("enabled"))
         subscription["automatic_tax"] = {
             "enabled": enabled,
@@ -1280,6 +1287,9 @@ def list_invoice_items(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> d
 def create_invoice(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:
     customer = ctx.get("customer", params.get("customer") or "", "customer")
     subscription = ctx.find("subscription", params.get("subscription"))
+    require_stripe_tax(
+        ctx, bool((params.get("automatic_tax") or {}).get("enabled")), "automatic_tax[enabled]"
+    )
     invoice = new_invoice(
         ctx,
         customer,

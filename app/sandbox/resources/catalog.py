@@ -500,6 +500,16 @@ def update_tax_settings(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> 
 AUTOMATIC_TAX_PERCENT = {"DE": 19.0, "FR": 20.0, "GB": 20.0, "NL": 21.0, "IE": 23.0, "AU": 10.0, "CA": 5.0}
 
 
+def require_stripe_tax(ctx: Ctx, requested: bool, param: str) -> None:
+    """Automatic tax needs Stripe Tax to be active (a head office in the tax settings)."""
+    if requested and tax_settings(ctx)["status"] != "active":
+        raise StripeError(
+            400,
+            "Stripe Tax has not been activated on your account. Please visit https://stripe.com/docs/tax/set-up to get started.",
+            param=param,
+        )
+
+
 def automatic_tax_percent(ctx: Ctx, country: str | None) -> float | None:
     """The rate Stripe Tax would apply, or None when Stripe Tax is not active."""
     if tax_settings(ctx)["status"] != "active":

@@ -7,7 +7,12 @@ from typing import Any
 from app.sandbox.core import Ctx, apply_metadata, route, unset
 from app.sandbox.fixtures import shaped
 from app.sandbox.resources.billing import create_subscription
-from app.sandbox.resources.catalog import automatic_tax_percent, coupon_discount, price_amount
+from app.sandbox.resources.catalog import (
+    automatic_tax_percent,
+    coupon_discount,
+    price_amount,
+    require_stripe_tax,
+)
 from app.sandbox.resources.customers import (
     attach_payment_method,
     card_payment_method,
@@ -131,6 +136,7 @@ def create_session(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[
     now = ctx.now()
     session_id = new_id("cs_test_", 58)
     automatic_tax = bool((params.get("automatic_tax") or {}).get("enabled"))
+    require_stripe_tax(ctx, automatic_tax, "automatic_tax[enabled]")
     customer = ctx.find("customer", params.get("customer"))
     session = shaped(
         "checkout.session",
