@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import stripe
 
-from app.sandbox.core import ROUTER, Ctx, expand
+from app.sandbox.core import ROUTER, Ctx, Route, expand
 from app.sandbox.faults import DEFAULT_RATE_LIMIT, Faults
 
 # Importing the resource modules registers their routes.
@@ -312,7 +312,7 @@ class Sandbox:
     def _execute(
         self,
         account: str,
-        route: Any,
+        route: Route,
         params: dict[str, Any],
         path_args: dict[str, str],
         request_id: str,
