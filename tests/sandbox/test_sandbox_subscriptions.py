@@ -150,6 +150,7 @@ def test_failing_card_makes_renewals_past_due(client: stripe.StripeClient) -> No
     assert invoice.status == "open"
     assert invoice.attempt_count == 1
     assert "invoice.payment_failed" in _event_types(client)
+    assert invoice.next_payment_attempt == invoice.status_transitions.finalized_at + 3 * DAY  # type: ignore[operator]
     # Paying with a good card brings the subscription back.
     client.v1.invoices.pay(invoice.id, params={"payment_method": "pm_card_visa"})
     assert client.v1.subscriptions.retrieve(sub.id).status == "active"
@@ -436,3 +437,65 @@ def test_trial_will_end_and_missing_payment_method_behaviours(client: stripe.Str
     invoice = client.v1.invoices.retrieve(str(resumed.latest_invoice))
     assert invoice.status == "paid"
     assert invoice.total == 1000
+
+
+def test_subscription_is_canceled_when_every_retry_fails(client: stripe.StripeClient) -> None:
+    (price,) = _catalog(client)
+    clock, customer = _clocked_customer(client)
+    sub = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
+    failing = client.v1.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer.id})
+    client.v1.customers.update(
+        customer.id, params={"invoice_settings": {"default_payment_method": failing.id}}
+    )
+    _advance(client, clock, 31 * DAY + 2 * 3600)
+    assert client.v1.subscriptions.retrieve(sub.id).status == "past_due"
+    _advance(client, clock, 10 * DAY)  # three more attempts, three days apart
+    sub = client.v1.subscriptions.retrieve(sub.id)
+    assert sub.status == "canceled"
+    assert sub.cancellation_details is not None
+    assert sub.cancellation_details.reason == "payment_failed"
+    invoice = client.v1.invoices.retrieve(str(sub.latest_invoice))
+    assert invoice.attempt_count == 4
+    assert invoice.next_payment_attempt is None
+
+
+def test_billing_cycle_anchor_prorates_the_first_invoice(client: stripe.StripeClient) -> None:
+    (price,) = _catalog(client, (3100,))
+    clock, customer = _clocked_customer(client)
+    sub = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "billing_cycle_anchor_config": {"day_of_month": 11},
+            "expand": ["latest_invoice"],
+        }
+    )
+    anchor = START + 10 * DAY  # 11 January
+    assert sub.billing_cycle_anchor == anchor
+    assert sub["items"].data[0].current_period_end == anchor
+    first = sub.latest_invoice
+    assert not isinstance(first, str)
+    assert first is not None
+    assert first.total == round(3100 * 10 / 31)  # ten days of the 11 Dec - 11 Jan period
+    free = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "billing_cycle_anchor": anchor,
+            "proration_behavior": "none",
+            "expand": ["latest_invoice"],
+        }
+    )
+    assert free.latest_invoice.total == 0  # type: ignore[union-attr]
+    _advance(client, clock, 10 * DAY + 2 * 3600)
+    renewal = client.v1.invoices.retrieve(str(client.v1.subscriptions.retrieve(sub.id).latest_invoice))
+    assert renewal.total == 3100
+    assert renewal.period_start == anchor
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.subscriptions.create(
+            params={
+                "customer": customer.id,
+                "items": [{"price": price.id}],
+                "billing_cycle_anchor": START - 1,
+            }
+        )

@@ -441,6 +441,11 @@ def attempt_payment(
         ctx.emit("invoice.payment_failed", invoice, at=now)
         if subscription and subscription["status"] in {"active", "trialing"}:
             _set_status(ctx, subscription, "past_due", now)
+        if subscription and not retry and invoice["billing_reason"] != "subscription_create":
+            # Stripe's default once every retry has failed: cancel the subscription.
+            subscription = ctx.get("subscription", subscription["id"])
+            if subscription["status"] == "past_due":
+                cancel_subscription_now(ctx, subscription, reason="payment_failed", at=now)
     return decline
 
 
@@ -634,6 +639,65 @@ def _trial_end(params: dict[str, Any], prices: list[dict[str, Any]], now: int) -
     return now + int(days) * 86400 if days else None
 
 
+def _billing_cycle_anchor(params: dict[str, Any], now: int, interval: str, count: int) -> int | None:
+    """A future billing cycle anchor (given, or from billing_cycle_anchor_config), else None."""
+    anchor = params.get("billing_cycle_anchor")
+    config = params.get("billing_cycle_anchor_config")
+    if anchor is None and config:
+        moment = datetime.fromtimestamp(now, UTC)
+        month = int(config.get("month") or moment.month) if interval == "year" else moment.month
+        year = moment.year
+        for _ in range(3):
+            day = min(int(config["day_of_month"]), calendar.monthrange(year, month)[1])
+            candidate = moment.replace(
+                year=year,
+                month=month,
+                day=day,
+                hour=int(config.get("hour", moment.hour)),
+                minute=int(config.get("minute", moment.minute)),
+                second=int(config.get("second", moment.second)),
+            )
+            if candidate.timestamp() > now:
+                anchor = int(candidate.timestamp())
+                break
+            if interval == "year":
+                year += 1
+            else:
+                year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    if anchor is None:
+        return None
+    anchor = int(anchor)
+    if anchor <= now or anchor > add_interval(now, interval, count):
+        raise StripeError(
+            400,
+            "billing_cycle_anchor must be in the future and within one billing period of now.",
+            param="billing_cycle_anchor",
+        )
+    return anchor
+
+
+def _partial_period_lines(
+    ctx: Ctx, subscription: dict[str, Any], anchor: int, interval: str, count: int, proration: str
+) -> list[dict[str, Any]]:
+    """First-invoice lines up to the anchor: the prorated share of a full period (or free)."""
+    now = subscription["_period_start"]
+    full_start = add_interval(anchor, interval, -count)
+    fraction = (anchor - now) / max(anchor - full_start, 1)
+    lines = []
+    for item_id in subscription["_item_ids"]:
+        item = ctx.get("subscription_item", item_id)
+        line = _item_line(ctx, subscription, item, (now, anchor), trial=False)
+        if proration == "none":
+            line["amount"] = 0
+        else:
+            line["amount"] = round(line["amount"] * fraction)
+            when = datetime.fromtimestamp(now, UTC).strftime("%d %b %Y")
+            line["description"] = f"Remaining time on {line['description'].split(' (at ')[0]} after {when}"
+        line["subtotal"] = line["amount"]
+        lines.append(line)
+    return lines
+
+
 @route("POST", "/v1/subscriptions", "SubscriptionCreateParams")
 def create_subscription(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:
     customer_id = params.get("customer")
@@ -715,15 +779,23 @@ def create_subscription(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> 
     }
     for price, spec in zip(prices, specs, strict=True):
         subscription["_item_ids"].append(_new_item(ctx, subscription_id, price, spec, now)["id"])
-    end = trial_end or add_interval(now, interval, count)
+    anchor = _billing_cycle_anchor(params, now, interval, count) if not trial_end else None
+    end = trial_end or anchor or add_interval(now, interval, count)
+    if anchor is not None:
+        subscription["billing_cycle_anchor"] = anchor
     _set_period(ctx, subscription, now, end)
     subscription["discounts"] = _discounts_from(
         ctx, unset(params.get("discounts")), customer_id, subscription_id, now
     )
     save_subscription(ctx, subscription)
     created_event = ctx.emit("customer.subscription.created", subscription, at=now)
+    first_lines = None
+    if anchor is not None:
+        first_lines = _partial_period_lines(
+            ctx, subscription, anchor, interval, count, params.get("proration_behavior", "create_prorations")
+        )
     invoice = _subscription_invoice(
-        ctx, subscription, "subscription_create", trial=bool(trial_end), auto_advance=False
+        ctx, subscription, "subscription_create", trial=bool(trial_end), lines=first_lines, auto_advance=False
     )
     save_subscription(ctx, subscription)
     if behavior == "default_incomplete" and invoice["amount_due"] > 0:
