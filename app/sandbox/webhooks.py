@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -188,6 +190,17 @@ class WebhookDispatcher:
                     store.put(event_account, "event", current)
             store.commit()
 
+    def may_deliver_to(self, url: str) -> bool:
+        """Loopback addresses, or the host the sandbox itself is served on (when mounted)."""
+        host = (urlsplit(url).hostname or "").lower()
+        own = (urlsplit(self.sandbox.public_url).hostname or "").lower()
+        if host in {"localhost", own}:
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
     async def _post(self, endpoint: dict[str, Any], payload: str) -> dict[str, Any]:
         assert self._client is not None
         secret = endpoint.get("secret", "")
@@ -198,6 +211,10 @@ class WebhookDispatcher:
         }
         started = time.monotonic()
         attempt: dict[str, Any] = {"at": time.time(), "status": None, "error": None}
+        if not self.may_deliver_to(endpoint["url"]):
+            attempt["error"] = "refused: the sandbox only delivers webhooks to this machine or its own host"
+            attempt["duration_ms"] = 0.0
+            return attempt
         try:
             response = await self._client.post(endpoint["url"], content=payload.encode(), headers=headers)
             attempt["status"] = response.status_code

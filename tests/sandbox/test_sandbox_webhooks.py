@@ -145,3 +145,25 @@ def test_delayed_and_reordered_deliveries(
         assert got != names  # with this seed the batch arrives shuffled
         for delivery in sandbox_server.control.deliveries(endpoint=endpoint.id):
             assert delivery["attempts"][0]["at"] - delivery["created"] >= 1.4  # held back by the delay
+
+
+def test_webhooks_go_to_this_machine_only(
+    client: stripe.StripeClient, sandbox_server: RunningSandbox
+) -> None:
+    webhooks = sandbox_server.sandbox.webhooks
+    assert webhooks.may_deliver_to("http://127.0.0.1:8000/hooks")
+    assert webhooks.may_deliver_to("http://[::1]:8000/hooks")
+    assert webhooks.may_deliver_to("http://localhost/hooks")
+    assert not webhooks.may_deliver_to("https://example.com/hooks")
+    sandbox_server.control.webhook_retry(base_seconds=0.01, max_attempts=2)
+    try:
+        endpoint = client.v1.webhook_endpoints.create(
+            params={"url": "https://example.com/hooks", "enabled_events": ["product.created"]}
+        )
+        client.v1.products.create(params={"name": "Stays home"})
+        assert sandbox_server.control.drain(endpoint=endpoint.id)
+        (delivery,) = sandbox_server.control.deliveries(endpoint=endpoint.id)
+        assert delivery["status"] == "failed"
+        assert delivery["attempts"][0]["error"].startswith("refused")
+    finally:
+        sandbox_server.control.webhook_retry(base_seconds=1.0, max_attempts=5)
