@@ -50,7 +50,10 @@ def ensure_account(
     account["settings"] = account.get("settings") or {}
     account["settings"]["dashboard"] = {"display_name": name, "timezone": "Etc/UTC"}
     account["external_accounts"]["url"] = f"/v1/accounts/{account_id}/external_accounts"
-    sandbox.store.put(account_id, "account", account)
+    with sandbox.store.lock:
+        sandbox.store.put(account_id, "account", account)
+        # Committed at once: a key's account exists even if its first request fails.
+        sandbox.store.commit()
     return account
 
 
