@@ -499,3 +499,45 @@ def test_billing_cycle_anchor_prorates_the_first_invoice(client: stripe.StripeCl
                 "billing_cycle_anchor": START - 1,
             }
         )
+
+
+def test_coupon_durations_once_and_repeating(client: stripe.StripeClient) -> None:
+    (price,) = _catalog(client)
+    once = client.v1.coupons.create(params={"amount_off": 300, "currency": "usd", "duration": "once"})
+    twice = client.v1.coupons.create(
+        params={"percent_off": 50, "duration": "repeating", "duration_in_months": 2}
+    )
+    clock, customer = _clocked_customer(client)
+    first = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "discounts": [{"coupon": once.id}],
+            "expand": ["latest_invoice"],
+        }
+    )
+    second = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "discounts": [{"coupon": twice.id}],
+            "expand": ["latest_invoice"],
+        }
+    )
+    assert first.latest_invoice.total == 700  # type: ignore[union-attr]
+    assert second.latest_invoice.total == 500  # type: ignore[union-attr]
+    assert client.v1.subscriptions.retrieve(first.id).discounts == []
+    totals = {first.id: [], second.id: []}
+    for month_days in (31, 28, 31):  # January, February, March 2026
+        _advance(client, clock, month_days * DAY)
+        _advance(client, clock, 2 * 3600)
+        for sub_id in totals:
+            invoice = client.v1.invoices.retrieve(
+                str(client.v1.subscriptions.retrieve(sub_id).latest_invoice)
+            )
+            totals[sub_id].append(invoice.total)
+    assert totals[first.id] == [1000, 1000, 1000]
+    assert totals[second.id] == [500, 1000, 1000]
+    types = _event_types(client)
+    assert types.count("customer.discount.created") == 2
+    assert types.count("customer.discount.deleted") == 2

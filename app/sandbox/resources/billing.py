@@ -87,6 +87,7 @@ def _new_discount(
     )
     discount["coupon"] = coupon
     ctx.put(discount)
+    ctx.emit("customer.discount.created", discount, at=start)
     return discount
 
 
@@ -617,6 +618,7 @@ def _consume_once_discounts(ctx: Ctx, subscription: dict[str, Any], invoice: dic
         discount = ctx.find("discount", discount_id)
         coupon = ctx.find("coupon", discount["source"]["coupon"]) if discount else None
         if discount and coupon and coupon["duration"] == "once" and discount_id in used:
+            ctx.emit("customer.discount.deleted", discount, at=invoice["created"])
             continue
         kept.append(discount_id)
     subscription["discounts"] = kept
@@ -1661,6 +1663,7 @@ def _expire_discounts(ctx: Ctx, subscription: dict[str, Any], now: int) -> None:
     for discount_id in subscription.get("discounts") or []:
         discount = ctx.find("discount", discount_id)
         if discount and discount.get("end") and discount["end"] <= now:
+            ctx.emit("customer.discount.deleted", discount, at=now)
             continue
         kept.append(discount_id)
     subscription["discounts"] = kept
