@@ -244,7 +244,10 @@ def _expand_path(ctx: Ctx, node: Any, parts: list[str], full: str) -> None:
         return
     key = parts[0]
     if key not in node:
-        raise StripeError(400, f"This property cannot be expanded ({full}).", param="expand")
+        include = INCLUDABLE.get((node.get("object", ""), key))
+        if include is None:
+            raise StripeError(400, f"This property cannot be expanded ({full}).", param="expand")
+        node[key] = include(ctx, node)
     value = node[key]
     if isinstance(value, str):
         found = ctx.store.get(ctx.account, value)
@@ -256,6 +259,35 @@ def _expand_path(ctx: Ctx, node: Any, parts: list[str], full: str) -> None:
         child = node[key]
         for item in child if isinstance(child, list) else [child]:
             _expand_path(ctx, item, parts[1:], full)
+
+
+def _customer_list(
+    kind: str, url: str, keep: Callable[[dict[str, Any], str], bool]
+) -> Callable[[Ctx, dict[str, Any]], dict[str, Any]]:
+    def include(ctx: Ctx, customer: dict[str, Any]) -> dict[str, Any]:
+        found = [o for o in ctx.all(kind) if keep(o, customer["id"])]
+        return {
+            "object": "list",
+            "data": found,
+            "has_more": False,
+            "total_count": len(found),
+            "url": url.format(id=customer["id"]),
+        }
+
+    return include
+
+
+# Fields Stripe leaves out of an object unless asked for with `expand[]` (includable fields).
+INCLUDABLE: dict[tuple[str, str], Callable[[Ctx, dict[str, Any]], Any]] = {
+    ("customer", "subscriptions"): _customer_list(
+        "subscription",
+        "/v1/customers/{id}/subscriptions",
+        lambda s, c: s["customer"] == c and s["status"] != "canceled",
+    ),
+    ("customer", "tax_ids"): _customer_list(
+        "tax_id", "/v1/customers/{id}/tax_ids", lambda t, c: t["customer"] == c
+    ),
+}
 
 
 def utc_now() -> int:

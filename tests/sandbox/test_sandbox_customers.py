@@ -128,3 +128,27 @@ def test_webhook_endpoints_crud(client: stripe.StripeClient) -> None:
     assert [e.id for e in client.v1.webhook_endpoints.list().data] == [endpoint.id]
     assert client.v1.webhook_endpoints.delete(endpoint.id).deleted is True
     assert client.v1.webhook_endpoints.list().data == []
+
+
+def test_includable_customer_fields(client: stripe.StripeClient) -> None:
+    customer = client.v1.customers.create(
+        params={"email": "inc@example.com", "tax_id_data": [{"type": "eu_vat", "value": "DE123456789"}]}
+    )
+    product = client.v1.products.create(params={"name": "Inc"})
+    price = client.v1.prices.create(
+        params={
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": 100,
+            "recurring": {"interval": "month"},
+        }
+    )
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": price.id}], "trial_period_days": 3}
+    )
+    expanded = client.v1.customers.retrieve(
+        customer.id, params={"expand": ["subscriptions", "tax_ids"]}
+    ).to_dict()
+    assert [s["id"] for s in expanded["subscriptions"]["data"]] == [sub.id]
+    assert [t["value"] for t in expanded["tax_ids"]["data"]] == ["DE123456789"]
+    assert "subscriptions" not in client.v1.customers.retrieve(customer.id).to_dict()
