@@ -22,12 +22,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     _configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        log_level="warning",
-    )
+    uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port, log_level="warning")
     return 0
 
 
@@ -37,19 +32,12 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     from app.sandbox.server import create_standalone_sandbox
 
     _configure_logging("INFO")
-    uvicorn.run(
-        create_standalone_sandbox(port=args.port, database_path=args.database),
-        host="127.0.0.1",
-        port=args.port,
-        log_level="warning",
-    )
+    uvicorn.run(create_standalone_sandbox(port=args.port, database_path=args.database), host="127.0.0.1", port=args.port, log_level="warning")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tollgate", description="Pricing and entitlements on top of Stripe."
-    )
+    parser = argparse.ArgumentParser(prog="tollgate", description="Pricing and entitlements on top of Stripe.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="migrate, seed the demo if empty, and serve")

@@ -66,7 +66,4 @@ class Unprocessable(TollgateError):
 
 def not_found(entity: str, key: str) -> NotFound:
     """`plan_not_found` etc.: the code names the entity so clients can tell them apart."""
-    return NotFound(
-        f"No {entity.replace('_', ' ')} with id '{key}' exists in this environment.",
-        code=f"{entity}_not_found",
-    )
+    return NotFound(f"No {entity.replace('_', ' ')} with id '{key}' exists in this environment.", code=f"{entity}_not_found")

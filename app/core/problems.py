@@ -60,11 +60,7 @@ def handle_validation_error(_: Request[Any, Any, Any], exc: ValidationException)
             params.append(str(err["key"]))
         if isinstance(err, dict) and err.get("message"):
             detail = str(err["message"])
-    code = (
-        "malformed_json"
-        if "malformed" in detail.lower() or "json is" in detail.lower()
-        else "invalid_request"
-    )
+    code = "malformed_json" if "malformed" in detail.lower() or "json is" in detail.lower() else "invalid_request"
     return problem(400, code, detail, param=params[0] if params else None, errors=errors or None)
 
 
@@ -80,9 +76,7 @@ def handle_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response
 def handle_integrity_error(_: Request[Any, Any, Any], exc: IntegrityError) -> Response[dict[str, Any]]:
     # A race lost to a concurrent writer of the same unique key: the client may retry.
     logger.info("integrity conflict: %s", exc.orig)
-    return problem(
-        409, "conflict", "The change conflicts with another change made at the same time. Retry it."
-    )
+    return problem(409, "conflict", "The change conflicts with another change made at the same time. Retry it.")
 
 
 def handle_unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
