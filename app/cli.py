@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.db import Database
-from app.settings import VAR_DIR, Settings, load_settings
+from app.settings import Settings, load_settings
 
 
 def _configure_logging(level: str) -> None:
@@ -20,9 +20,7 @@ def _configure_logging(level: str) -> None:
 
 
 def _var_dir() -> Path:
-    import os
-
-    return Path(os.environ.get("TOLLGATE_VAR_DIR", str(VAR_DIR)))
+    return Path(load_settings().var_dir)
 
 
 async def _migrate(settings: Settings) -> None:

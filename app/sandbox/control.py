@@ -44,7 +44,7 @@ async def control(sandbox: Sandbox, method: str, path: str, query: str, body: by
             {
                 "now": sandbox.now(),
                 "clock_offset": sandbox.clock_offset,
-                "accounts": sorted(sandbox.store.accounts()),
+                "accounts": sorted(a for a in sandbox.store.accounts() if a.startswith("acct_")),
                 "pending_webhook_deliveries": sandbox.webhooks.pending_count(),
                 "rate_limit": sandbox.faults.rate_limit,
                 "faults": [r.public() for r in sandbox.faults.rules],
@@ -102,7 +102,9 @@ async def control(sandbox: Sandbox, method: str, path: str, query: str, body: by
                 found = [d for d in found if d.get(name) == args[name]]
         return json_response(200, {"data": found})
     if route == ("POST", "/_sandbox/webhook_deliveries/drain"):
-        drained = await sandbox.webhooks.drain(float(data.get("timeout", 5)))
+        drained = await sandbox.webhooks.drain(
+            float(data.get("timeout", 5)), account=data.get("account"), endpoint=data.get("endpoint")
+        )
         return json_response(200, {"drained": drained, "pending": sandbox.webhooks.pending_count()})
 
     # -- time ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from app.sandbox.wire import StripeError, new_id, not_found, paginate
+from app.sandbox.wire import StripeError, list_envelope, new_id, not_found, paginate_ids
 
 if TYPE_CHECKING:
     from app.sandbox.server import Sandbox
@@ -147,7 +147,9 @@ class Ctx:
         params: dict[str, Any],
         url: str,
         keep: Callable[[dict[str, Any]], bool] | None = None,
+        filters: tuple[str, ...] | None = None,
     ) -> dict[str, Any]:
+        """A list page; `keep` runs only when one of `filters` is a parameter (always when None)."""
         store = self.store
         ids = store.peek_ids(self.account, kind)
         created = params.get("created")
@@ -155,13 +157,12 @@ class Ctx:
             ids = [i for i in ids if _in_range(store.peek(i).get("created", 0), created)]
         elif isinstance(created, int):
             ids = [i for i in ids if store.peek(i).get("created") == created]
-        if keep is not None:
+        if keep is not None and (filters is None or any(name in params for name in filters)):
             ids = [i for i in ids if keep(store.peek(i))]
         # Paginate ids, then decode only the page.
-        stubs = [{"id": i} for i in ids]
-        envelope = paginate(stubs, params, url, KIND_LABELS.get(kind, kind))
-        envelope["data"] = [store.get(self.account, stub["id"]) for stub in envelope["data"]]
-        return envelope
+        window, has_more = paginate_ids(ids, params, KIND_LABELS.get(kind, kind))
+        found = [store.get(self.account, i) for i in window]
+        return list_envelope([obj for obj in found if obj is not None], url, has_more)
 
     # -- events -------------------------------------------------------------------------------
     def emit(
@@ -243,7 +244,10 @@ def _expand_path(ctx: Ctx, node: Any, parts: list[str], full: str) -> None:
         return
     key = parts[0]
     if key not in node:
-        raise StripeError(400, f"This property cannot be expanded ({full}).", param="expand")
+        include = INCLUDABLE.get((node.get("object", ""), key))
+        if include is None:
+            raise StripeError(400, f"This property cannot be expanded ({full}).", param="expand")
+        node[key] = include(ctx, node)
     value = node[key]
     if isinstance(value, str):
         found = ctx.store.get(ctx.account, value)
@@ -255,6 +259,35 @@ def _expand_path(ctx: Ctx, node: Any, parts: list[str], full: str) -> None:
         child = node[key]
         for item in child if isinstance(child, list) else [child]:
             _expand_path(ctx, item, parts[1:], full)
+
+
+def _customer_list(
+    kind: str, url: str, keep: Callable[[dict[str, Any], str], bool]
+) -> Callable[[Ctx, dict[str, Any]], dict[str, Any]]:
+    def include(ctx: Ctx, customer: dict[str, Any]) -> dict[str, Any]:
+        found = [o for o in ctx.all(kind) if keep(o, customer["id"])]
+        return {
+            "object": "list",
+            "data": found,
+            "has_more": False,
+            "total_count": len(found),
+            "url": url.format(id=customer["id"]),
+        }
+
+    return include
+
+
+# Fields Stripe leaves out of an object unless asked for with `expand[]` (includable fields).
+INCLUDABLE: dict[tuple[str, str], Callable[[Ctx, dict[str, Any]], Any]] = {
+    ("customer", "subscriptions"): _customer_list(
+        "subscription",
+        "/v1/customers/{id}/subscriptions",
+        lambda s, c: s["customer"] == c and s["status"] != "canceled",
+    ),
+    ("customer", "tax_ids"): _customer_list(
+        "tax_id", "/v1/customers/{id}/tax_ids", lambda t, c: t["customer"] == c
+    ),
+}
 
 
 def utc_now() -> int:

@@ -16,6 +16,7 @@ from app.sandbox.core import Ctx
 from app.sandbox.resources import billing, checkout, customers
 from app.sandbox.resources.catalog import automatic_tax_percent
 from app.sandbox.resources.platform import ensure_account
+from app.sandbox.webhooks import PLATFORM_LINK_KIND
 from app.sandbox.wire import StripeError
 from app.settings import PROJECT_ROOT
 
@@ -123,7 +124,8 @@ class Hosted:
         if head == "oauth" and parts[1:] == ["authorize"]:
             return self.oauth_page(method, args, form)
         if head == "dashboard" and method == "GET":
-            return self.dashboard(parts[1] if len(parts) > 1 else None)
+            # /dashboard/{id}, and Stripe-style links such as /dashboard/test/customers/{id}.
+            return self.dashboard(parts[-1] if len(parts) > 1 else None)
         return self._message(404, "Not found", f"The sandbox has no page at {path}.")
 
     # -- Checkout -----------------------------------------------------------------------------
@@ -164,6 +166,7 @@ class Hosted:
             tax_enabled=session["automatic_tax"]["enabled"],
             tax_known=tax_percent is not None and country is not None,
             trial_days=data.get("trial_period_days"),
+            card_optional=checkout.card_optional(ctx, session),
             error=error,
             form=form,
             business=self.sandbox.account_name(ctx.account) or "Sandbox business",
@@ -395,6 +398,7 @@ class Hosted:
                 for connection in store.list(platform_account, "_connection"):
                     if connection["connected"] == connected:
                         store.delete(platform_account, connection["id"])
+                        store.delete(connected, f"plat:{connected}:{platform_account}")
                         store.commit()
                         return json_response(200, {"stripe_user_id": connected})
             return json_response(
@@ -434,6 +438,8 @@ class Hosted:
                     "created": self.sandbox.now(),
                 },
             )
+            link = {"id": f"plat:{connected}:{platform_account}", "platform": platform_account}
+            store.put(connected, PLATFORM_LINK_KIND, link)
             store.commit()
         return json_response(
             200,

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import stripe
 
-from app.sandbox.core import ROUTER, Ctx, expand
+from app.sandbox.core import ROUTER, Ctx, Route, expand
 from app.sandbox.faults import DEFAULT_RATE_LIMIT, Faults
 
 # Importing the resource modules registers their routes.
@@ -37,6 +37,7 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 CONNECTION_KIND = "_connection"
 TICK_SECONDS = 5.0
 MAX_BODY_BYTES = 1024 * 1024
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -170,7 +171,8 @@ class Sandbox:
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
-        path = path or "/"
+        # Litestar's mount hands over "/v1/products/" for "/v1/products": one canonical form.
+        path = path.rstrip("/") or "/"
         body = b""
         while True:
             message = await receive()
@@ -189,6 +191,22 @@ class Sandbox:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         method = scope.get("method", "GET")
         query = scope.get("query_string", b"").decode("latin-1")
+        client_host = (scope.get("client") or ("", 0))[0]
+        if path.startswith("/_sandbox/") and client_host not in LOOPBACK_HOSTS:
+            # The control API can wipe state: only this machine may use it.
+            await self._send(
+                send,
+                json_response(
+                    403,
+                    {
+                        "error": {
+                            "type": "invalid_request_error",
+                            "message": "The sandbox control API only answers requests from this machine.",
+                        }
+                    },
+                ),
+            )
+            return
         try:
             response = await self.handle(method, path, query, headers, body)
         except Exception:
@@ -294,7 +312,7 @@ class Sandbox:
     def _execute(
         self,
         account: str,
-        route: Any,
+        route: Route,
         params: dict[str, Any],
         path_args: dict[str, str],
         request_id: str,
@@ -315,13 +333,16 @@ class Sandbox:
             try:
                 result = route.handler(ctx, params, path_args)
                 expand(ctx, result, params.get("expand") or [])
-                status, data = 200, public(result)
+                status, data = 200, result
             except StripeError as error:
                 store.rollback()
                 status, data = error.status, error.body(request_id)
             except Exception:
                 store.rollback()
                 raise
+            body = msgspec.json.encode(data)
+            if b'"_' in body:  # private bookkeeping fields somewhere: strip them (rarely needed)
+                body = msgspec.json.encode(public(data))
             if fingerprint and idempotency_key:
                 # Like Stripe, a request that started executing is remembered, errors included.
                 store.put(
@@ -331,13 +352,13 @@ class Sandbox:
                         "id": f"idem:{account}:{idempotency_key}",
                         "fingerprint": fingerprint,
                         "status": status,
-                        "body": msgspec.json.encode(data).decode(),
+                        "body": body.decode(),
                         "request_id": request_id,
                         "created": self.now(),
                     },
                 )
             store.commit()
-        return json_response(status, data, response_headers)
+        return Response(status, body, "application/json", response_headers)
 
     def _replay(self, account: str, key: str, fingerprint: str) -> Response | None:
         record = self.store.get(account, f"idem:{account}:{key}", IDEMPOTENCY_KIND)
@@ -380,7 +401,9 @@ def create_sandbox_app(database_path: str | Path | None, public_url: str) -> San
 def create_standalone_sandbox(port: int = 12111, database_path: str | None = None) -> Sandbox:
     from app.settings import VAR_DIR
 
-    return Sandbox(database_path or VAR_DIR / "sandbox.db", f"http://127.0.0.1:{port}")
+    path = database_path or VAR_DIR / "sandbox.db"
+    logger.info("Stripe sandbox on http://127.0.0.1:%d (state in %s)", port, path)
+    return Sandbox(path, f"http://127.0.0.1:{port}")
 
 
 __all__ = ["DEFAULT_RATE_LIMIT", "Sandbox", "create_sandbox_app", "create_standalone_sandbox"]

@@ -10,9 +10,12 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tollgate.sandbox.webhooks")
 
 DELIVERY_KIND = "_webhook_delivery"
+PLATFORM_LINK_KIND = "_platform"  # kept in a connected account: the platform it is connected to
 
 
 def sign(payload: str, secret: str, timestamp: int | None = None) -> str:
@@ -48,24 +52,33 @@ class WebhookDispatcher:
         self.retry_base_seconds = 1.0
         self.max_attempts = 5
         self.timeout_seconds = 5.0
-        self._pending: dict[str, tuple[str, float]] = {}  # delivery id -> (account, due monotonic)
+        # delivery id -> (account, endpoint id, due on the monotonic clock)
+        self._pending: dict[str, tuple[str, str, float]] = {}
+        self._in_flight: dict[str, tuple[str, str]] = {}
         self._wake: asyncio.Event | None = None
         self._client: httpx.AsyncClient | None = None
         store = sandbox.store
         for account in store.accounts():
             for delivery in store.list(account, DELIVERY_KIND):
                 if delivery["status"] == "pending":
-                    self._pending[delivery["id"]] = (account, time.monotonic())
+                    self._pending[delivery["id"]] = (account, delivery["endpoint"], time.monotonic())
 
     def reset(self) -> None:
         self._pending.clear()
+        self._in_flight.clear()
 
     # -- enqueue (inside a request) -----------------------------------------------------------
     def enqueue(self, ctx: Ctx, event: dict[str, Any]) -> int:
         faults = self.sandbox.faults.webhooks
         rng = self.sandbox.faults.webhook_rng
         count = 0
-        for endpoint in ctx.all("webhook_endpoint"):
+        targets = [(ctx.account, e) for e in ctx.all("webhook_endpoint") if not e.get("_connect")]
+        for link in ctx.store.list(ctx.account, PLATFORM_LINK_KIND):
+            platform = link["platform"]
+            targets += [
+                (platform, e) for e in ctx.store.list(platform, "webhook_endpoint") if e.get("_connect")
+            ]
+        for owner, endpoint in targets:
             if not wants(endpoint, event["type"]):
                 continue
             count += 1
@@ -85,9 +98,15 @@ class WebhookDispatcher:
                 delivery["status"] = "dropped"
             elif faults.duplicate and rng.random() < faults.duplicate:
                 delivery["copies"] = 2
-            ctx.store.put(ctx.account, DELIVERY_KIND, delivery)
+            delivery["event_account"] = ctx.account
+            ctx.store.put(owner, DELIVERY_KIND, delivery)
             if delivery["status"] == "pending":
-                self._pending[delivery["id"]] = (ctx.account, time.monotonic() + faults.delay_ms / 1000)
+                due = time.monotonic() + faults.delay_ms / 1000
+                if faults.reorder:
+                    # Hold deliveries to the end of a time window so they go out together, shuffled.
+                    window = max(faults.delay_ms, 250) / 1000
+                    due = math.ceil(due / window) * window
+                self._pending[delivery["id"]] = (owner, endpoint["id"], due)
         if count and self._wake is not None:
             self._wake.set()
         return count
@@ -102,9 +121,9 @@ class WebhookDispatcher:
         try:
             while True:
                 now = time.monotonic()
-                due = [d for d, (_, at) in self._pending.items() if at <= now]
+                due = [d for d, (_, _, at) in self._pending.items() if at <= now]
                 if not due:
-                    upcoming = min((at for _, at in self._pending.values()), default=None)
+                    upcoming = min((at for _, _, at in self._pending.values()), default=None)
                     wait = 1.0 if upcoming is None else max(0.0, min(1.0, upcoming - now))
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
@@ -113,20 +132,34 @@ class WebhookDispatcher:
                 if self.sandbox.faults.webhooks.reorder:
                     self.sandbox.faults.webhook_rng.shuffle(due)
                 else:
-                    due.sort(key=lambda d: self._pending[d][1])
+                    due.sort(key=lambda d: self._pending[d][2])
+                # Endpoints are served side by side (a slow one does not hold up the others);
+                # each endpoint gets its deliveries one after another, in order.
+                by_endpoint: dict[str, list[tuple[str, str]]] = {}
                 for delivery_id in due:
-                    entry = self._pending.pop(delivery_id, None)
-                    if entry is not None:
-                        await self._attempt(entry[0], delivery_id)
+                    account, endpoint_id, _ = self._pending.pop(delivery_id)
+                    self._in_flight[delivery_id] = (account, endpoint_id)
+                    by_endpoint.setdefault(endpoint_id, []).append((account, delivery_id))
+                await asyncio.gather(*(self._send_in_order(batch) for batch in by_endpoint.values()))
         finally:
             await self._client.aclose()
+
+    async def _send_in_order(self, batch: list[tuple[str, str]]) -> None:
+        for account, delivery_id in batch:
+            try:
+                await self._attempt(account, delivery_id)
+            except Exception:  # one broken delivery must not stop the sender
+                logger.exception("webhook delivery %s failed", delivery_id)
+            finally:
+                self._in_flight.pop(delivery_id, None)
 
     async def _attempt(self, account: str, delivery_id: str) -> None:
         store = self.sandbox.store
         delivery = store.get(account, delivery_id, DELIVERY_KIND)
         if delivery is None or delivery["status"] != "pending":
             return
-        event = store.get(account, delivery["event"], "event")
+        event_account = delivery.get("event_account", account)
+        event = store.get(event_account, delivery["event"], "event")
         endpoint = store.get(account, delivery["endpoint"], "webhook_endpoint")
         if event is None or endpoint is None:
             delivery["status"] = "abandoned"
@@ -146,18 +179,27 @@ class WebhookDispatcher:
             delivery["status"] = "failed"
         else:
             retries = len(delivery["attempts"]) // delivery.get("copies", 1)
-            self._pending[delivery_id] = (
-                account,
-                time.monotonic() + self.retry_base_seconds * 2 ** (retries - 1),
-            )
+            due = time.monotonic() + self.retry_base_seconds * 2 ** (retries - 1)
+            self._pending[delivery_id] = (account, delivery["endpoint"], due)
         with store.lock:
             store.put(account, DELIVERY_KIND, delivery)
             if delivery["status"] != "pending":
-                current = store.get(account, event["id"], "event")
+                current = store.get(event_account, event["id"], "event")
                 if current is not None:
                     current["pending_webhooks"] = max(0, current["pending_webhooks"] - 1)
-                    store.put(account, "event", current)
+                    store.put(event_account, "event", current)
             store.commit()
+
+    def may_deliver_to(self, url: str) -> bool:
+        """Loopback addresses, or the host the sandbox itself is served on (when mounted)."""
+        host = (urlsplit(url).hostname or "").lower()
+        own = (urlsplit(self.sandbox.public_url).hostname or "").lower()
+        if host in {"localhost", own}:
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
     async def _post(self, endpoint: dict[str, Any], payload: str) -> dict[str, Any]:
         assert self._client is not None
@@ -169,6 +211,10 @@ class WebhookDispatcher:
         }
         started = time.monotonic()
         attempt: dict[str, Any] = {"at": time.time(), "status": None, "error": None}
+        if not self.may_deliver_to(endpoint["url"]):
+            attempt["error"] = "refused: the sandbox only delivers webhooks to this machine or its own host"
+            attempt["duration_ms"] = 0.0
+            return attempt
         try:
             response = await self._client.post(endpoint["url"], content=payload.encode(), headers=headers)
             attempt["status"] = response.status_code
@@ -178,11 +224,19 @@ class WebhookDispatcher:
         attempt["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
         return attempt
 
-    async def drain(self, within_seconds: float) -> bool:
-        """Wait until nothing is pending (or the timeout passes); True when drained."""
+    def _busy(self, account: str | None, endpoint: str | None) -> bool:
+        entries = [(a, e) for a, e, _ in self._pending.values()] + list(self._in_flight.values())
+        return any(
+            (account is None or a == account) and (endpoint is None or e == endpoint) for a, e in entries
+        )
+
+    async def drain(
+        self, within_seconds: float, *, account: str | None = None, endpoint: str | None = None
+    ) -> bool:
+        """Wait until nothing (of this account / endpoint) is pending or in flight; True when drained."""
         deadline = time.monotonic() + within_seconds
-        while self._pending and time.monotonic() < deadline:
+        while self._busy(account, endpoint) and time.monotonic() < deadline:
             if self._wake is not None:
                 self._wake.set()
             await asyncio.sleep(0.02)
-        return not self._pending
+        return not self._busy(account, endpoint)

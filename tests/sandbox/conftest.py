@@ -7,13 +7,13 @@ from collections.abc import Iterator
 import pytest
 import stripe
 
-from tests.support.sandbox import RunningSandbox, new_test_key, running_sandbox
+from tests.support.sandbox import RunningSandbox, new_test_key
+from tests.support.sandbox import stripe_sandbox as stripe_sandbox  # the shared fixture
 
 
 @pytest.fixture(scope="session")
-def sandbox_server() -> Iterator[RunningSandbox]:
-    with running_sandbox() as running:
-        yield running
+def sandbox_server(stripe_sandbox: RunningSandbox) -> RunningSandbox:
+    return stripe_sandbox
 
 
 @pytest.fixture

@@ -116,6 +116,17 @@ def test_subscription_invoice_items_conform(client: stripe.StripeClient) -> None
     )
     sub = assert_conforms(subscription, "subscription", "sub_")
     assert sub["status"] == "active"
+    types = [e.type for e in reversed(client.v1.events.list(params={"limit": 100}).data)]
+    assert types[types.index("customer.subscription.created") :] == [
+        "customer.subscription.created",
+        "invoice.created",
+        "invoice.finalized",
+        "invoice.paid",
+        "invoice.payment_succeeded",
+    ]
+    created = client.v1.events.list(params={"type": "customer.subscription.created"}).data[0]
+    assert created.data.object["status"] == "active"
+    assert created.data.object["latest_invoice"] == sub["latest_invoice"]
     item = assert_conforms(subscription["items"].data[0], "subscription_item", "si_")
     assert item["quantity"] == 2
     invoice = assert_conforms(client.v1.invoices.retrieve(sub["latest_invoice"]), "invoice", "in_")
@@ -201,3 +212,14 @@ def test_tiered_prices_bill_like_stripe(
         }
     )
     assert sub.latest_invoice.total == expected  # type: ignore[union-attr]
+
+
+async def test_async_sdk_calls(client: stripe.StripeClient) -> None:
+    customer = await client.v1.customers.create_async(params={"email": "async@example.com"})
+    assert_conforms(customer, "customer", "cus_")
+    fetched = await client.v1.customers.retrieve_async(customer.id)
+    assert fetched.email == "async@example.com"
+    page = await client.v1.customers.list_async(params={"limit": 1})
+    assert [c.id for c in page.data] == [customer.id]
+    with pytest.raises(stripe.InvalidRequestError):
+        await client.v1.customers.retrieve_async("cus_missing")

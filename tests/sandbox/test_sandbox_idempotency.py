@@ -70,3 +70,23 @@ def test_get_requests_ignore_idempotency(sandbox_server: RunningSandbox, api_key
     second = httpx.get(f"{sandbox_server.base_url}/v1/customers", headers=headers)
     assert len(first.json()["data"]) == 0
     assert len(second.json()["data"]) == 1
+
+
+def test_keys_expire_after_24_hours() -> None:
+    from tests.support.sandbox import running_sandbox
+
+    with running_sandbox() as sb:
+        client = sb.client()
+        first = client.v1.customers.create(
+            params={"email": "day1@example.com"}, options={"idempotency_key": "daily"}
+        )
+        sb.control.advance_clock(23 * 3600)
+        with pytest.raises(stripe.IdempotencyError):
+            client.v1.customers.create(
+                params={"email": "day2@example.com"}, options={"idempotency_key": "daily"}
+            )
+        sb.control.advance_clock(2 * 3600)
+        later = client.v1.customers.create(
+            params={"email": "day2@example.com"}, options={"idempotency_key": "daily"}
+        )
+        assert later.id != first.id

@@ -102,7 +102,11 @@ def test_three_items_coupon_and_trial_then_first_charge(client: stripe.StripeCli
     subtotal = 1000 + 2 * 2000 + 3 * 500
     assert draft.subtotal == subtotal
     assert draft.total == subtotal - subtotal // 10
-    assert _event_types(client, mark)[:2] == ["invoice.created", "customer.subscription.updated"]
+    assert _event_types(client, mark)[:3] == [
+        "customer.subscription.trial_will_end",
+        "invoice.created",
+        "customer.subscription.updated",
+    ]
 
     # Stripe finalises an hour after creating the renewal invoice, then charges the card.
     _advance(client, clock, 30 * 60)
@@ -146,6 +150,7 @@ def test_failing_card_makes_renewals_past_due(client: stripe.StripeClient) -> No
     assert invoice.status == "open"
     assert invoice.attempt_count == 1
     assert "invoice.payment_failed" in _event_types(client)
+    assert invoice.next_payment_attempt == invoice.status_transitions.finalized_at + 3 * DAY  # type: ignore[operator]
     # Paying with a good card brings the subscription back.
     client.v1.invoices.pay(invoice.id, params={"payment_method": "pm_card_visa"})
     assert client.v1.subscriptions.retrieve(sub.id).status == "active"
@@ -301,15 +306,15 @@ def test_automatic_tax_when_stripe_tax_is_active(client: stripe.StripeClient) ->
     customer_tax = client.v1.customers.retrieve(customer.id, params={"expand": ["tax"]}).tax
     assert customer_tax is not None
     assert customer_tax.automatic_tax == "supported"
-    untaxed = client.v1.subscriptions.create(
-        params={
-            "customer": customer.id,
-            "items": [{"price": price.id}],
-            "automatic_tax": {"enabled": True},
-            "expand": ["latest_invoice"],
-        }
-    )
-    assert untaxed.latest_invoice.total == 1000  # type: ignore[union-attr]  # Stripe Tax not active yet
+    with pytest.raises(stripe.InvalidRequestError) as raised:  # Stripe Tax is not active yet
+        client.v1.subscriptions.create(
+            params={
+                "customer": customer.id,
+                "items": [{"price": price.id}],
+                "automatic_tax": {"enabled": True},
+            }
+        )
+    assert raised.value.param == "automatic_tax[enabled]"
     settings = client.v1.tax.settings.update(
         params={"head_office": {"address": {"country": "US", "state": "CA"}}}
     )
@@ -362,3 +367,177 @@ def test_sandbox_clock_control_drives_customers_without_test_clock() -> None:
         assert renewal.status == "draft"
         sb.control.advance_clock(3601)
         assert client.v1.invoices.retrieve(renewal.id).status == "paid"
+
+
+def test_invoice_previews_change_nothing(client: stripe.StripeClient) -> None:
+    cheap, dear = _catalog(client, (1000, 3000))
+    clock, customer = _clocked_customer(client)
+    sub = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": cheap.id}]})
+    upcoming = client.v1.invoices.create_preview(params={"subscription": sub.id})
+    assert upcoming.billing_reason == "upcoming"
+    assert upcoming.total == 1000
+    assert upcoming.period_start == START + 31 * DAY
+    item = sub["items"].data[0]
+    change = client.v1.invoices.create_preview(
+        params={
+            "subscription": sub.id,
+            "subscription_details": {
+                "items": [{"id": item.id, "price": dear.id}],
+                "proration_date": START + 10 * DAY,
+            },
+        }
+    )
+    assert sorted(line.amount for line in change.lines.data) == sorted(
+        [3000, round(-1000 * 21 / 31), round(3000 * 21 / 31)]
+    )
+    fresh = client.v1.invoices.create_preview(
+        params={
+            "customer": customer.id,
+            "subscription_details": {"items": [{"price": dear.id, "quantity": 2}]},
+        }
+    )
+    assert fresh.total == 6000
+    assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].price.id == cheap.id
+    assert len(client.v1.subscriptions.list(params={"customer": customer.id}).data) == 1
+    assert len(client.v1.invoices.list(params={"customer": customer.id}).data) == 1
+    assert client.v1.invoice_items.list(params={"customer": customer.id}).data == []
+    assert clock.id
+
+
+def test_trial_will_end_and_missing_payment_method_behaviours(client: stripe.StripeClient) -> None:
+    (price,) = _catalog(client)
+    clock = client.v1.test_helpers.test_clocks.create(params={"frozen_time": START})
+    customer = client.v1.customers.create(params={"email": "nocard@example.com", "test_clock": clock.id})
+    canceling = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "trial_period_days": 7,
+            "trial_settings": {"end_behavior": {"missing_payment_method": "cancel"}},
+        }
+    )
+    pausing = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "trial_period_days": 7,
+            "trial_settings": {"end_behavior": {"missing_payment_method": "pause"}},
+        }
+    )
+    _advance(client, clock, 4 * DAY + 60)
+    assert _event_types(client).count("customer.subscription.trial_will_end") == 2
+    _advance(client, clock, 3 * DAY)
+    assert client.v1.subscriptions.retrieve(canceling.id).status == "canceled"
+    assert client.v1.subscriptions.retrieve(pausing.id).status == "paused"
+    client.v1.payment_methods.attach("pm_card_visa", params={"customer": customer.id})
+    pm = client.v1.payment_methods.list(params={"customer": customer.id}).data[0]
+    client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": pm.id}})
+    resumed = client.v1.subscriptions.resume(pausing.id)
+    assert resumed.status == "active"
+    invoice = client.v1.invoices.retrieve(str(resumed.latest_invoice))
+    assert invoice.status == "paid"
+    assert invoice.total == 1000
+
+
+def test_subscription_is_canceled_when_every_retry_fails(client: stripe.StripeClient) -> None:
+    (price,) = _catalog(client)
+    clock, customer = _clocked_customer(client)
+    sub = client.v1.subscriptions.create(params={"customer": customer.id, "items": [{"price": price.id}]})
+    failing = client.v1.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer.id})
+    client.v1.customers.update(
+        customer.id, params={"invoice_settings": {"default_payment_method": failing.id}}
+    )
+    _advance(client, clock, 31 * DAY + 2 * 3600)
+    assert client.v1.subscriptions.retrieve(sub.id).status == "past_due"
+    _advance(client, clock, 10 * DAY)  # three more attempts, three days apart
+    sub = client.v1.subscriptions.retrieve(sub.id)
+    assert sub.status == "canceled"
+    assert sub.cancellation_details is not None
+    assert sub.cancellation_details.reason == "payment_failed"
+    invoice = client.v1.invoices.retrieve(str(sub.latest_invoice))
+    assert invoice.attempt_count == 4
+    assert invoice.next_payment_attempt is None
+
+
+def test_billing_cycle_anchor_prorates_the_first_invoice(client: stripe.StripeClient) -> None:
+    (price,) = _catalog(client, (3100,))
+    clock, customer = _clocked_customer(client)
+    sub = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "billing_cycle_anchor_config": {"day_of_month": 11},
+            "expand": ["latest_invoice"],
+        }
+    )
+    anchor = START + 10 * DAY  # 11 January
+    assert sub.billing_cycle_anchor == anchor
+    assert sub["items"].data[0].current_period_end == anchor
+    first = sub.latest_invoice
+    assert not isinstance(first, str)
+    assert first is not None
+    assert first.total == round(3100 * 10 / 31)  # ten days of the 11 Dec - 11 Jan period
+    free = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "billing_cycle_anchor": anchor,
+            "proration_behavior": "none",
+            "expand": ["latest_invoice"],
+        }
+    )
+    assert free.latest_invoice.total == 0  # type: ignore[union-attr]
+    _advance(client, clock, 10 * DAY + 2 * 3600)
+    renewal = client.v1.invoices.retrieve(str(client.v1.subscriptions.retrieve(sub.id).latest_invoice))
+    assert renewal.total == 3100
+    assert renewal.period_start == anchor
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.subscriptions.create(
+            params={
+                "customer": customer.id,
+                "items": [{"price": price.id}],
+                "billing_cycle_anchor": START - 1,
+            }
+        )
+
+
+def test_coupon_durations_once_and_repeating(client: stripe.StripeClient) -> None:
+    (price,) = _catalog(client)
+    once = client.v1.coupons.create(params={"amount_off": 300, "currency": "usd", "duration": "once"})
+    twice = client.v1.coupons.create(
+        params={"percent_off": 50, "duration": "repeating", "duration_in_months": 2}
+    )
+    clock, customer = _clocked_customer(client)
+    first = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "discounts": [{"coupon": once.id}],
+            "expand": ["latest_invoice"],
+        }
+    )
+    second = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "discounts": [{"coupon": twice.id}],
+            "expand": ["latest_invoice"],
+        }
+    )
+    assert first.latest_invoice.total == 700  # type: ignore[union-attr]
+    assert second.latest_invoice.total == 500  # type: ignore[union-attr]
+    assert client.v1.subscriptions.retrieve(first.id).discounts == []
+    totals = {first.id: [], second.id: []}
+    for month_days in (31, 28, 31):  # January, February, March 2026
+        _advance(client, clock, month_days * DAY)
+        _advance(client, clock, 2 * 3600)
+        for sub_id in totals:
+            invoice = client.v1.invoices.retrieve(
+                str(client.v1.subscriptions.retrieve(sub_id).latest_invoice)
+            )
+            totals[sub_id].append(invoice.total)
+    assert totals[first.id] == [1000, 1000, 1000]
+    assert totals[second.id] == [500, 1000, 1000]
+    types = _event_types(client)
+    assert types.count("customer.discount.created") == 2
+    assert types.count("customer.discount.deleted") == 2

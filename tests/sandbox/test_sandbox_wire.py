@@ -104,3 +104,15 @@ def test_blank_objects_keep_every_example_field() -> None:
     customer = blank("customer")
     assert customer["discount"] is None
     assert customer["invoice_settings"]["default_payment_method"] is None
+
+
+def test_every_route_names_an_sdk_params_class() -> None:
+    import app.sandbox.server  # noqa: F401  (registers the routes)
+    from app.sandbox.core import ROUTER
+    from app.sandbox.validation import params_class
+
+    assert len(ROUTER.routes) > 90
+    for route in ROUTER.routes:
+        assert route.params is not None, route.template
+        cls = params_class(route.params)
+        assert hasattr(cls, "__required_keys__"), route.params

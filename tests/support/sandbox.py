@@ -6,7 +6,9 @@
         sb.control.add_fault(method="POST", path="/v1/customers", count=1, status=500)
 
 The server is uvicorn on 127.0.0.1 and a free port, in a background thread, with its own
-SQLite file, so several sandboxes can run side by side.
+SQLite file, so several sandboxes can run side by side. A test package can also take the
+ready-made fixture: `from tests.support.sandbox import stripe_sandbox as stripe_sandbox` in its
+conftest.py (the `as` form marks it as a deliberate re-export).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import stripe
 import uvicorn
 
@@ -81,8 +84,10 @@ class SandboxControl:
     def deliveries(self, **filters: str) -> list[dict[str, Any]]:
         return self._call("GET", "/webhook_deliveries", params=filters)["data"]
 
-    def drain(self, timeout: float = 5.0) -> bool:
-        return self._call("POST", "/webhook_deliveries/drain", json={"timeout": timeout})["drained"]
+    def drain(self, timeout: float = 5.0, *, endpoint: str | None = None, account: str | None = None) -> bool:
+        """Wait until webhook deliveries (of one endpoint or account, else all) are done."""
+        body = {"timeout": timeout, "endpoint": endpoint, "account": account}
+        return self._call("POST", "/webhook_deliveries/drain", json=body)["drained"]
 
     def advance_clock(self, seconds: int) -> dict[str, Any]:
         return self._call("POST", "/clock/advance", json={"seconds": seconds})
@@ -147,6 +152,13 @@ def running_sandbox(database_path: Path | str | None = None) -> Iterator[Running
         stack.callback(control.http.close)
         stack.callback(sandbox.store.close)
         yield RunningSandbox(base_url, Path(database_path), sandbox, control)
+
+
+@pytest.fixture(scope="session")
+def stripe_sandbox() -> Iterator[RunningSandbox]:
+    """One sandbox for a test session; give each test its own key (`new_test_key()`) to isolate it."""
+    with running_sandbox() as running:
+        yield running
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Stripe resources, one module per family; importing a module registers its routes."""

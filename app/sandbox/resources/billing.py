@@ -14,7 +14,12 @@ from typing import Any
 
 from app.sandbox.core import Ctx, apply_metadata, changed_fields, route, unset
 from app.sandbox.fixtures import shaped
-from app.sandbox.resources.catalog import automatic_tax_percent, coupon_discount, price_amount
+from app.sandbox.resources.catalog import (
+    automatic_tax_percent,
+    coupon_discount,
+    price_amount,
+    require_stripe_tax,
+)
 from app.sandbox.resources.customers import card_declined, resolve_payment_method
 from app.sandbox.wire import StripeError, new_id
 
@@ -22,6 +27,7 @@ FINALIZATION_GRACE_SECONDS = 3600  # Stripe finalises renewal invoices an hour a
 PAYMENT_RETRY_SECONDS = 3 * 86400
 PAYMENT_ATTEMPTS = 4
 INCOMPLETE_EXPIRY_SECONDS = 23 * 3600
+TRIAL_WILL_END_SECONDS = 3 * 86400
 LIVE_STATUSES = {"trialing", "active", "past_due", "incomplete", "unpaid"}
 
 
@@ -81,6 +87,7 @@ def _new_discount(
     )
     discount["coupon"] = coupon
     ctx.put(discount)
+    ctx.emit("customer.discount.created", discount, at=start)
     return discount
 
 
@@ -315,6 +322,7 @@ def new_invoice(
     invoice["_tax_percent"] = percent
     invoice["_tax_rate"] = rate_id
     if subscription:
+        invoice["subscription"] = subscription["id"]
         invoice["parent"] = {
             "type": "subscription_details",
             "quote_details": None,
@@ -395,8 +403,13 @@ def finalize(ctx: Ctx, invoice: dict[str, Any], *, pay: bool = True) -> dict[str
     return invoice
 
 
-def attempt_payment(ctx: Ctx, invoice: dict[str, Any], pm: dict[str, Any] | None = None) -> str | None:
-    """Charge an open invoice; updates the invoice and its subscription. Returns the decline code."""
+def attempt_payment(
+    ctx: Ctx, invoice: dict[str, Any], pm: dict[str, Any] | None = None, *, announce_status: bool = True
+) -> str | None:
+    """Charge an open invoice; updates the invoice and its subscription. Returns the decline code.
+
+    `announce_status=False` changes the subscription's status without its own `updated` event
+    (a subscription paid while being created is announced once, already active)."""
     now = ctx.now_for_customer(invoice["customer"])
     if invoice["amount_due"] == 0:
         decline = None
@@ -415,7 +428,11 @@ def attempt_payment(ctx: Ctx, invoice: dict[str, Any], pm: dict[str, Any] | None
         ctx.emit("invoice.paid", invoice, at=now)
         ctx.emit("invoice.payment_succeeded", invoice, at=now)
         if subscription and subscription["status"] in {"incomplete", "past_due", "unpaid"}:
-            _set_status(ctx, subscription, "active", now)
+            if announce_status:
+                _set_status(ctx, subscription, "active", now)
+            else:
+                subscription["status"] = "active"
+                save_subscription(ctx, subscription)
     else:
         retry = (
             invoice["attempt_count"] < PAYMENT_ATTEMPTS and invoice["billing_reason"] != "subscription_create"
@@ -425,6 +442,11 @@ def attempt_payment(ctx: Ctx, invoice: dict[str, Any], pm: dict[str, Any] | None
         ctx.emit("invoice.payment_failed", invoice, at=now)
         if subscription and subscription["status"] in {"active", "trialing"}:
             _set_status(ctx, subscription, "past_due", now)
+        if subscription and not retry and invoice["billing_reason"] != "subscription_create":
+            # Stripe's default once every retry has failed: cancel the subscription.
+            subscription = ctx.get("subscription", subscription["id"])
+            if subscription["status"] == "past_due":
+                cancel_subscription_now(ctx, subscription, reason="payment_failed", at=now)
     return decline
 
 
@@ -596,6 +618,7 @@ def _consume_once_discounts(ctx: Ctx, subscription: dict[str, Any], invoice: dic
         discount = ctx.find("discount", discount_id)
         coupon = ctx.find("coupon", discount["source"]["coupon"]) if discount else None
         if discount and coupon and coupon["duration"] == "once" and discount_id in used:
+            ctx.emit("customer.discount.deleted", discount, at=invoice["created"])
             continue
         kept.append(discount_id)
     subscription["discounts"] = kept
@@ -616,6 +639,65 @@ def _trial_end(params: dict[str, Any], prices: list[dict[str, Any]], now: int) -
     if days is None and params.get("trial_from_plan"):
         days = max((p["recurring"].get("trial_period_days") or 0 for p in prices), default=0) or None
     return now + int(days) * 86400 if days else None
+
+
+def _billing_cycle_anchor(params: dict[str, Any], now: int, interval: str, count: int) -> int | None:
+    """A future billing cycle anchor (given, or from billing_cycle_anchor_config), else None."""
+    anchor = params.get("billing_cycle_anchor")
+    config = params.get("billing_cycle_anchor_config")
+    if anchor is None and config:
+        moment = datetime.fromtimestamp(now, UTC)
+        month = int(config.get("month") or moment.month) if interval == "year" else moment.month
+        year = moment.year
+        for _ in range(3):
+            day = min(int(config["day_of_month"]), calendar.monthrange(year, month)[1])
+            candidate = moment.replace(
+                year=year,
+                month=month,
+                day=day,
+                hour=int(config.get("hour", moment.hour)),
+                minute=int(config.get("minute", moment.minute)),
+                second=int(config.get("second", moment.second)),
+            )
+            if candidate.timestamp() > now:
+                anchor = int(candidate.timestamp())
+                break
+            if interval == "year":
+                year += 1
+            else:
+                year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    if anchor is None:
+        return None
+    anchor = int(anchor)
+    if anchor <= now or anchor > add_interval(now, interval, count):
+        raise StripeError(
+            400,
+            "billing_cycle_anchor must be in the future and within one billing period of now.",
+            param="billing_cycle_anchor",
+        )
+    return anchor
+
+
+def _partial_period_lines(
+    ctx: Ctx, subscription: dict[str, Any], anchor: int, interval: str, count: int, proration: str
+) -> list[dict[str, Any]]:
+    """First-invoice lines up to the anchor: the prorated share of a full period (or free)."""
+    now = subscription["_period_start"]
+    full_start = add_interval(anchor, interval, -count)
+    fraction = (anchor - now) / max(anchor - full_start, 1)
+    lines = []
+    for item_id in subscription["_item_ids"]:
+        item = ctx.get("subscription_item", item_id)
+        line = _item_line(ctx, subscription, item, (now, anchor), trial=False)
+        if proration == "none":
+            line["amount"] = 0
+        else:
+            line["amount"] = round(line["amount"] * fraction)
+            when = datetime.fromtimestamp(now, UTC).strftime("%d %b %Y")
+            line["description"] = f"Remaining time on {line['description'].split(' (at ')[0]} after {when}"
+        line["subtotal"] = line["amount"]
+        lines.append(line)
+    return lines
 
 
 @route("POST", "/v1/subscriptions", "SubscriptionCreateParams")
@@ -662,6 +744,7 @@ def create_subscription(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> 
         )
     subscription_id = new_id("sub_")
     automatic_tax = params.get("automatic_tax") or {}
+    require_stripe_tax(ctx, bool(automatic_tax.get("enabled")), "automatic_tax[enabled]")
     interval, count = next(iter(intervals))
     subscription = shaped(
         "subscription",
@@ -690,28 +773,46 @@ def create_subscription(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> 
     }
     subscription["_item_ids"] = []
     subscription["_interval"] = [interval, count]
+    end_behavior = ((params.get("trial_settings") or {}).get("end_behavior") or {}).get(
+        "missing_payment_method"
+    )
+    subscription["trial_settings"] = {
+        "end_behavior": {"missing_payment_method": end_behavior or "create_invoice"}
+    }
     for price, spec in zip(prices, specs, strict=True):
         subscription["_item_ids"].append(_new_item(ctx, subscription_id, price, spec, now)["id"])
-    end = trial_end or add_interval(now, interval, count)
+    anchor = _billing_cycle_anchor(params, now, interval, count) if not trial_end else None
+    end = trial_end or anchor or add_interval(now, interval, count)
+    if anchor is not None:
+        subscription["billing_cycle_anchor"] = anchor
     _set_period(ctx, subscription, now, end)
     subscription["discounts"] = _discounts_from(
         ctx, unset(params.get("discounts")), customer_id, subscription_id, now
     )
     save_subscription(ctx, subscription)
-    ctx.emit("customer.subscription.created", subscription, at=now)
+    created_event = ctx.emit("customer.subscription.created", subscription, at=now)
+    first_lines = None
+    if anchor is not None:
+        first_lines = _partial_period_lines(
+            ctx, subscription, anchor, interval, count, params.get("proration_behavior", "create_prorations")
+        )
     invoice = _subscription_invoice(
-        ctx, subscription, "subscription_create", trial=bool(trial_end), auto_advance=False
+        ctx, subscription, "subscription_create", trial=bool(trial_end), lines=first_lines, auto_advance=False
     )
     save_subscription(ctx, subscription)
     if behavior == "default_incomplete" and invoice["amount_due"] > 0:
         finalize(ctx, invoice, pay=False)
     else:
         finalize(ctx, invoice, pay=False)
-        decline = attempt_payment(ctx, invoice)
+        decline = attempt_payment(ctx, invoice, announce_status=False)
         if decline is not None and behavior == "error_if_incomplete":
             raise card_declined("generic_decline" if decline == "no_payment_method" else decline)
-        if decline is None and not trial_end:
-            subscription = ctx.get("subscription", subscription_id)
+        # Paid while being created: like Stripe, `customer.subscription.created` shows it active.
+        # (Deliveries go out after the request, so they carry this final state.)
+        from app.sandbox.server import public
+
+        created_event["data"]["object"] = public(ctx.get("subscription", subscription_id))
+        ctx.put(created_event)
     return ctx.get("subscription", subscription_id)
 
 
@@ -879,6 +980,7 @@ def update_subscription(ctx: Ctx, params: dict[str, Any], path: dict[str, str]) 
     if "default_tax_rates" in params:
         subscription["default_tax_rates"] = unset(params["default_tax_rates"]) or []
     if "automatic_tax" in params:
+        require_stripe_tax(ctx, bool(params["automatic_tax"].get("enabled")), "automatic_tax[enabled]")
         enabled = bool(params["automatic_tax"].get("enabled"))
         subscription["automatic_tax"] = {
             "enabled": enabled,
@@ -937,8 +1039,23 @@ def resume_subscription(ctx: Ctx, params: dict[str, Any], path: dict[str, str]) 
     subscription = ctx.get("subscription", path["id"])
     if subscription.get("pause_collection") is None and subscription["status"] != "paused":
         raise StripeError(400, "Only paused subscriptions can be resumed.")
+    now = ctx.now_for_customer(subscription["customer"])
+    previous = {"status": subscription["status"]}
     subscription["pause_collection"] = None
     subscription["status"] = "active"
+    if previous["status"] == "paused":
+        # Like Stripe's default (billing_cycle_anchor=now): a new period starts and is invoiced.
+        interval, count = subscription["_interval"]
+        _set_period(ctx, subscription, now, add_interval(now, interval, count))
+        subscription["billing_cycle_anchor"] = now
+        invoice = _subscription_invoice(
+            ctx, subscription, "subscription_cycle", trial=False, auto_advance=False
+        )
+        save_subscription(ctx, subscription)
+        ctx.emit("customer.subscription.resumed", subscription, at=now)
+        ctx.emit("customer.subscription.updated", subscription, previous, at=now)
+        finalize(ctx, invoice)
+        return ctx.get("subscription", subscription["id"])
     save_subscription(ctx, subscription)
     return subscription
 
@@ -1244,6 +1361,9 @@ def list_invoice_items(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> d
 def create_invoice(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:
     customer = ctx.get("customer", params.get("customer") or "", "customer")
     subscription = ctx.find("subscription", params.get("subscription"))
+    require_stripe_tax(
+        ctx, bool((params.get("automatic_tax") or {}).get("enabled")), "automatic_tax[enabled]"
+    )
     invoice = new_invoice(
         ctx,
         customer,
@@ -1327,7 +1447,9 @@ def list_invoices(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[s
             return False
         return not ("status" in params and invoice["status"] != params["status"])
 
-    return ctx.page("invoice", params, "/v1/invoices", keep)
+    return ctx.page(
+        "invoice", params, "/v1/invoices", keep, ("customer", "subscription", "collection_method", "status")
+    )
 
 
 @route("GET", "/v1/invoices/{id}/lines", "InvoiceListLinesParams")
@@ -1403,38 +1525,53 @@ def mark_uncollectible(ctx: Ctx, _: dict[str, Any], path: dict[str, str]) -> dic
 # -- time: renewals, trial ends, finalisation -------------------------------------------------
 def _due_moments(ctx: Ctx, customer_ids: set[str] | None, clock_id: str | None) -> list[tuple[int, str, str]]:
     """(when, kind, object id) of everything that becomes due at some moment."""
+    store = ctx.store
+    clocks: dict[str, str | None] = {}
 
     def in_scope(customer_id: str) -> bool:
         if customer_ids is not None:
             return customer_id in customer_ids
-        customer = ctx.find("customer", customer_id)
-        return (customer or {}).get("test_clock") == clock_id
+        if customer_id not in clocks:
+            located = store.locate(customer_id)
+            clocks[customer_id] = store.peek(customer_id).get("test_clock") if located else None
+        return clocks[customer_id] == clock_id
 
+    # Read-only scans use the store's shared decoded objects (no copies).
     moments: list[tuple[int, str, str]] = []
-    for subscription in ctx.all("subscription"):
+    for subscription_id in store.peek_ids(ctx.account, "subscription"):
+        subscription = store.peek(subscription_id)
         if subscription["status"] not in LIVE_STATUSES or not in_scope(subscription["customer"]):
             continue
         if subscription["status"] == "incomplete":
-            moments.append(
-                (subscription["created"] + INCOMPLETE_EXPIRY_SECONDS, "expire", subscription["id"])
-            )
+            moments.append((subscription["created"] + INCOMPLETE_EXPIRY_SECONDS, "expire", subscription_id))
             continue
+        trial_end = subscription.get("trial_end")
+        if (
+            subscription["status"] == "trialing"
+            and trial_end
+            and not subscription.get("_trial_will_end_sent")
+        ):
+            # Stripe warns three days before a trial ends (when the trial is longer than that).
+            warn_at = trial_end - TRIAL_WILL_END_SECONDS
+            if warn_at > (subscription.get("trial_start") or 0):
+                moments.append((warn_at, "trial_will_end", subscription_id))
         cancel_at = subscription.get("cancel_at")
         if cancel_at and cancel_at <= subscription["_period_end"]:
-            moments.append((cancel_at, "cancel", subscription["id"]))
+            moments.append((cancel_at, "cancel", subscription_id))
         else:
-            moments.append((subscription["_period_end"], "renew", subscription["id"]))
-    for invoice in ctx.all("invoice"):
-        if not in_scope(invoice["customer"]):
+            moments.append((subscription["_period_end"], "renew", subscription_id))
+    for invoice_id in store.peek_ids(ctx.account, "invoice"):
+        invoice = store.peek(invoice_id)
+        if invoice["status"] not in {"draft", "open"} or not in_scope(invoice["customer"]):
             continue
         if (
             invoice["status"] == "draft"
             and invoice.get("auto_advance")
             and invoice.get("automatically_finalizes_at")
         ):
-            moments.append((invoice["automatically_finalizes_at"], "finalize", invoice["id"]))
+            moments.append((invoice["automatically_finalizes_at"], "finalize", invoice_id))
         elif invoice["status"] == "open" and invoice.get("next_payment_attempt"):
-            moments.append((invoice["next_payment_attempt"], "retry", invoice["id"]))
+            moments.append((invoice["next_payment_attempt"], "retry", invoice_id))
     return moments
 
 
@@ -1477,6 +1614,25 @@ def _run_step(ctx: Ctx, when: int, kind: str, object_id: str) -> None:
     if kind == "cancel":
         cancel_subscription_now(ctx, subscription, reason="cancellation_requested", at=when)
         return
+    if kind == "trial_will_end":
+        subscription["_trial_will_end_sent"] = True
+        save_subscription(ctx, subscription)
+        ctx.emit("customer.subscription.trial_will_end", subscription, at=when)
+        return
+    if subscription["status"] == "trialing" and _trial_ends_without_payment_method(ctx, subscription):
+        behavior = ((subscription.get("trial_settings") or {}).get("end_behavior") or {}).get(
+            "missing_payment_method"
+        )
+        if behavior == "cancel":
+            cancel_subscription_now(ctx, subscription, reason="cancellation_requested", at=when)
+            return
+        if behavior == "pause":
+            previous_status = {"status": subscription["status"]}
+            subscription["status"] = "paused"
+            save_subscription(ctx, subscription)
+            ctx.emit("customer.subscription.paused", subscription, at=when)
+            ctx.emit("customer.subscription.updated", subscription, previous_status, at=when)
+            return
     # Renewal (or the end of a trial): a new period and a draft invoice finalised an hour later.
     interval, count = subscription["_interval"]
     start = subscription["_period_end"]
@@ -1495,11 +1651,19 @@ def _run_step(ctx: Ctx, when: int, kind: str, object_id: str) -> None:
         finalize(ctx, invoice)
 
 
+def _trial_ends_without_payment_method(ctx: Ctx, subscription: dict[str, Any]) -> bool:
+    if subscription.get("default_payment_method"):
+        return False
+    customer = ctx.find("customer", subscription["customer"]) or {}
+    return not (customer.get("invoice_settings") or {}).get("default_payment_method")
+
+
 def _expire_discounts(ctx: Ctx, subscription: dict[str, Any], now: int) -> None:
     kept = []
     for discount_id in subscription.get("discounts") or []:
         discount = ctx.find("discount", discount_id)
         if discount and discount.get("end") and discount["end"] <= now:
+            ctx.emit("customer.discount.deleted", discount, at=now)
             continue
         kept.append(discount_id)
     subscription["discounts"] = kept
@@ -1566,3 +1730,77 @@ def advance_test_clock(ctx: Ctx, params: dict[str, Any], path: dict[str, str]) -
     ctx.put(clock)
     ctx.emit("test_helpers.test_clock.ready", clock)
     return clock
+
+
+# -- previews ---------------------------------------------------------------------------------
+@route("POST", "/v1/invoices/create_preview", "InvoiceCreatePreviewParams")
+def preview_invoice(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:
+    """The invoice a change (or the next renewal) would produce, computed and then undone."""
+    store = ctx.store
+    store.commit()  # keep what the request did before (the account) out of the undo below
+    try:
+        return _preview(ctx, params)
+    finally:
+        store.rollback()
+        ctx.fixed_now = None
+
+
+def _preview(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
+    subscription = ctx.find("subscription", params.get("subscription"))
+    if params.get("subscription") and subscription is None:
+        ctx.get("subscription", params["subscription"], "subscription")
+    customer_id = subscription["customer"] if subscription else params.get("customer")
+    customer = ctx.get("customer", customer_id or "", "customer")
+    details = params.get("subscription_details") or {}
+    if details.get("proration_date"):
+        ctx.fixed_now = int(details["proration_date"])
+    if subscription is None:
+        if not details.get("items"):
+            raise StripeError(
+                400,
+                "Pass `subscription` or `subscription_details[items]` to preview an invoice.",
+                param="subscription_details[items]",
+            )
+        create: dict[str, Any] = {
+            "customer": customer["id"],
+            "items": details["items"],
+            "payment_behavior": "default_incomplete",
+        }
+        for name in ("trial_end", "default_tax_rates"):
+            if name in details:
+                create[name] = details[name]
+        if params.get("discounts"):
+            create["discounts"] = params["discounts"]
+        if (params.get("automatic_tax") or {}).get("enabled"):
+            create["automatic_tax"] = {"enabled": True}
+        created = create_subscription(ctx, create, {})
+        return _as_preview(ctx.get("invoice", created["latest_invoice"]))
+    proration = details.get("proration_behavior", "create_prorations")
+    update = {
+        k: details[k]
+        for k in ("items", "cancel_at_period_end", "trial_end", "default_tax_rates")
+        if k in details
+    }
+    if params.get("discounts") is not None:
+        update["discounts"] = params["discounts"]
+    if update:
+        latest = subscription.get("latest_invoice")
+        update_subscription(ctx, {**update, "proration_behavior": proration}, {"id": subscription["id"]})
+        subscription = ctx.get("subscription", subscription["id"])
+        if proration == "always_invoice" and subscription.get("latest_invoice") != latest:
+            return _as_preview(ctx.get("invoice", subscription["latest_invoice"]))
+    # The next renewal: the coming period's lines plus whatever is pending (prorations).
+    interval, count = subscription["_interval"]
+    start = subscription["_period_end"]
+    _set_period(ctx, subscription, start, add_interval(start, interval, count))
+    _expire_discounts(ctx, subscription, start)
+    ctx.fixed_now = start
+    invoice = _subscription_invoice(ctx, subscription, "upcoming", trial=False)
+    return _as_preview(invoice)
+
+
+def _as_preview(invoice: dict[str, Any]) -> dict[str, Any]:
+    preview = dict(invoice)
+    preview["id"] = "upcoming_" + invoice["id"]
+    preview["number"] = None
+    return preview

@@ -96,7 +96,7 @@ def list_products(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[s
             return False
         return not ("ids" in params and product["id"] not in params["ids"])
 
-    return ctx.page("product", params, "/v1/products", keep)
+    return ctx.page("product", params, "/v1/products", keep, ("active", "ids"))
 
 
 @route("DELETE", "/v1/products/{id}", "ProductDeleteParams")
@@ -241,7 +241,13 @@ def list_prices(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[str
             )
         )
 
-    return ctx.page("price", params, "/v1/prices", keep)
+    return ctx.page(
+        "price",
+        params,
+        "/v1/prices",
+        keep,
+        ("active", "product", "currency", "type", "lookup_keys", "recurring"),
+    )
 
 
 def price_amount(price: dict[str, Any], quantity: int) -> int:
@@ -494,8 +500,60 @@ def update_tax_settings(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> 
 AUTOMATIC_TAX_PERCENT = {"DE": 19.0, "FR": 20.0, "GB": 20.0, "NL": 21.0, "IE": 23.0, "AU": 10.0, "CA": 5.0}
 
 
+def require_stripe_tax(ctx: Ctx, requested: bool, param: str) -> None:
+    """Automatic tax needs Stripe Tax to be active (a head office in the tax settings)."""
+    if requested and tax_settings(ctx)["status"] != "active":
+        raise StripeError(
+            400,
+            "Stripe Tax has not been activated on your account. Please visit https://stripe.com/docs/tax/set-up to get started.",
+            param=param,
+        )
+
+
 def automatic_tax_percent(ctx: Ctx, country: str | None) -> float | None:
     """The rate Stripe Tax would apply, or None when Stripe Tax is not active."""
     if tax_settings(ctx)["status"] != "active":
         return None
     return AUTOMATIC_TAX_PERCENT.get((country or "").upper(), 0.0)
+
+
+# -- plans (Stripe's older face of recurring prices: a plan id is its price id) -----------------
+@route("POST", "/v1/plans", "PlanCreateParams")
+def create_plan(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:
+    from app.sandbox.resources.billing import _plan_view
+
+    product = params.get("product")
+    price_params: dict[str, Any] = {
+        "currency": params["currency"],
+        "recurring": {
+            "interval": params["interval"],
+            "interval_count": params.get("interval_count", 1),
+            "usage_type": params.get("usage_type", "licensed"),
+        },
+        "nickname": params.get("nickname"),
+        "metadata": params.get("metadata") or {},
+        "active": params.get("active", True),
+    }
+    if params.get("trial_period_days") is not None:
+        price_params["recurring"]["trial_period_days"] = params["trial_period_days"]
+    if isinstance(product, dict):
+        price_params["product_data"] = {"name": product["name"]}
+    else:
+        price_params["product"] = product
+    if params.get("billing_scheme") == "tiered":
+        price_params.update(
+            billing_scheme="tiered", tiers=params.get("tiers"), tiers_mode=params.get("tiers_mode")
+        )
+    else:
+        price_params["unit_amount"] = params.get("amount", 0)
+    return _plan_view(_new_price(ctx, price_params))
+
+
+@route("GET", "/v1/plans/{id}", "PlanRetrieveParams")
+def retrieve_plan(ctx: Ctx, _: dict[str, Any], path: dict[str, str]) -> dict[str, Any]:
+    from app.sandbox.resources.billing import _plan_view
+
+    price = ctx.get("price", path["id"])
+    if not price["recurring"]:
+        raise StripeError(404, f"No such plan: '{path['id']}'", code="resource_missing", param="id")
+    return _plan_view(price)

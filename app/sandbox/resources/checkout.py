@@ -7,7 +7,12 @@ from typing import Any
 from app.sandbox.core import Ctx, apply_metadata, route, unset
 from app.sandbox.fixtures import shaped
 from app.sandbox.resources.billing import create_subscription
-from app.sandbox.resources.catalog import automatic_tax_percent, coupon_discount, price_amount
+from app.sandbox.resources.catalog import (
+    automatic_tax_percent,
+    coupon_discount,
+    price_amount,
+    require_stripe_tax,
+)
 from app.sandbox.resources.customers import (
     attach_payment_method,
     card_payment_method,
@@ -23,8 +28,17 @@ SESSION_LIFETIME_SECONDS = 24 * 3600
 
 def _session_lines(ctx: Ctx, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     lines = []
+    from app.sandbox.resources.catalog import _new_price
+
     for index, spec in enumerate(specs):
-        price = ctx.get("price", spec.get("price", ""), f"line_items[{index}][price]")
+        if spec.get("price_data"):
+            # Inline prices (and products) are created on the fly, as Stripe does.
+            data = dict(spec["price_data"])
+            if "product_data" in data:
+                data["product_data"] = {"name": data["product_data"]["name"]}
+            price = _new_price(ctx, data)
+        else:
+            price = ctx.get("price", spec.get("price", ""), f"line_items[{index}][price]")
         quantity = spec.get("quantity", 1)
         product = ctx.find("product", price["product"]) or {"name": price["product"]}
         amount = price_amount(price, quantity)
@@ -122,6 +136,7 @@ def create_session(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[
     now = ctx.now()
     session_id = new_id("cs_test_", 58)
     automatic_tax = bool((params.get("automatic_tax") or {}).get("enabled"))
+    require_stripe_tax(ctx, automatic_tax, "automatic_tax[enabled]")
     customer = ctx.find("customer", params.get("customer"))
     session = shaped(
         "checkout.session",
@@ -139,7 +154,7 @@ def create_session(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[
         locale=params.get("locale"),
         metadata=apply_metadata({}, params.get("metadata")),
         mode=mode,
-        payment_method_collection="always",
+        payment_method_collection=params.get("payment_method_collection", "always"),
         payment_method_types=params.get("payment_method_types", ["card"]),
         payment_status="no_payment_required" if mode == "setup" else "unpaid",
         status="open",
@@ -257,13 +272,19 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
         if promo is None:
             raise StripeError(400, "This code is invalid.", param="promotion_code")
         session["_discounts"] = [{"promotion_code": promo["id"]}]
-    pm = card_payment_method(
-        ctx,
-        form.get("card_number", ""),
-        exp_month=int(form.get("exp_month") or 12),
-        exp_year=int(form.get("exp_year") or 2034),
-        billing={"email": email or None, "name": name, "address": address if address["country"] else None},
-    )
+    pm = None
+    if (form.get("card_number") or "").strip() or not card_optional(ctx, session):
+        pm = card_payment_method(
+            ctx,
+            form.get("card_number", ""),
+            exp_month=int(form.get("exp_month") or 12),
+            exp_year=int(form.get("exp_year") or 2034),
+            billing={
+                "email": email or None,
+                "name": name,
+                "address": address if address["country"] else None,
+            },
+        )
     customer_id = session.get("customer")
     if customer_id:
         if address["country"] or name:
@@ -290,9 +311,10 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
             },
             {},
         )["id"]
-    attach_payment_method(ctx, {"customer": customer_id}, {"id": pm["id"]})
+    if pm is not None:
+        attach_payment_method(ctx, {"customer": customer_id}, {"id": pm["id"]})
     customer = ctx.get("customer", customer_id)
-    if not customer["invoice_settings"].get("default_payment_method"):
+    if pm is not None and not customer["invoice_settings"].get("default_payment_method"):
         customer = update_customer(
             ctx, {"invoice_settings": {"default_payment_method": pm["id"]}}, {"id": customer_id}
         )
@@ -303,9 +325,6 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
             ctx, {"type": form.get("tax_id_type") or "eu_vat", "value": tax_id_value}, {"id": customer_id}
         )
         tax_ids.append({"type": created["type"], "value": created["value"]})
-    totals = session_totals(
-        ctx, session, address["country"] or (customer.get("address") or {}).get("country")
-    )
     if session["mode"] == "subscription":
         data = session["_subscription_data"]
         params: dict[str, Any] = {
@@ -314,11 +333,12 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
                 {"price": line["price"]["id"], "quantity": line["quantity"]}
                 for line in session["_line_items"]
             ],
-            "default_payment_method": pm["id"],
             "metadata": data.get("metadata") or {},
             "payment_behavior": "error_if_incomplete",
         }
-        for name_ in ("trial_period_days", "trial_end", "description", "default_tax_rates"):
+        if pm is not None:
+            params["default_payment_method"] = pm["id"]
+        for name_ in ("trial_period_days", "trial_end", "description", "default_tax_rates", "trial_settings"):
             if data.get(name_) is not None:
                 params[name_] = data[name_]
         if session["_discounts"]:
@@ -342,6 +362,7 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
             for d in subscription.get("discounts") or []
         ] or session["discounts"]
     else:
+        assert pm is not None  # setup mode always collects a card (card_optional is False)
         intent = create_setup_intent(
             ctx, {"customer": customer_id, "payment_method": pm["id"], "confirm": True}, {}
         )
@@ -359,10 +380,16 @@ def complete_session(ctx: Ctx, session: dict[str, Any], form: dict[str, str]) ->
         "business_name": None,
         "individual_name": None,
     }
-    del totals
     ctx.put(session)
     ctx.emit("checkout.session.completed", session)
     return session
+
+
+def card_optional(ctx: Ctx, session: dict[str, Any]) -> bool:
+    """`payment_method_collection=if_required` skips the card when nothing is due now (a free trial)."""
+    if session["mode"] != "subscription" or session.get("payment_method_collection") != "if_required":
+        return False
+    return session_totals(ctx, session)["due_now"] == 0
 
 
 def success_redirect(session: dict[str, Any]) -> str:

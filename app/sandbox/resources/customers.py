@@ -203,7 +203,7 @@ def list_customers(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) -> dict[
             return False
         return not ("test_clock" in params and customer.get("test_clock") != params["test_clock"])
 
-    return ctx.page("customer", params, "/v1/customers", keep)
+    return ctx.page("customer", params, "/v1/customers", keep, ("email", "test_clock"))
 
 
 @route("GET", "/v1/customers/search", "CustomerSearchParams")
@@ -465,7 +465,7 @@ def list_payment_methods(ctx: Ctx, params: dict[str, Any], _: dict[str, str]) ->
             return False
         return not ("type" in params and pm["type"] != params["type"])
 
-    return ctx.page("payment_method", params, "/v1/payment_methods", keep)
+    return ctx.page("payment_method", params, "/v1/payment_methods", keep, ("customer", "type"))
 
 
 @route("GET", "/v1/customers/{id}/payment_methods", "CustomerListPaymentMethodsParams")
