@@ -180,7 +180,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     async def work() -> None:
         database = Database(settings.database_url)
-        worker = Worker(database, default_jobs())
+        worker = Worker(database, default_jobs(settings))
         try:
             if args.once:
                 done = await worker.run_once()

@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         worker_task: asyncio.Task[None] | None = None
-        worker = Worker(database, default_jobs())
+        worker = Worker(database, default_jobs(settings))
         if settings.embedded_worker:
             worker_task = asyncio.create_task(worker.run_forever(), name="tollgate-worker")
         try:

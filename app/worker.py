@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from app.db import Database
+from app.settings import Settings
 
 logger = logging.getLogger("tollgate.worker")
 
@@ -65,10 +66,14 @@ class Worker:
         self._stopping.set()
 
 
-def default_jobs() -> list[Job]:
+def default_jobs(settings: Settings) -> list[Job]:
     """Every periodic job the product has; each package contributes its own."""
+    from app.billing.checkout import checkout_jobs  # also registers the checkout event handlers
     from app.subscriptions.lifecycle import advance_subscriptions_job
 
     # Trial ends, renewals, scheduled changes and period-end cancellations; the entitlement
     # engine is right without it, this keeps the stored state (and Stripe) in step.
-    return [Job("subscription-lifecycle", advance_subscriptions_job, every_seconds=5.0)]
+    return [
+        Job("subscription-lifecycle", advance_subscriptions_job, every_seconds=5.0),
+        *checkout_jobs(settings),
+    ]
