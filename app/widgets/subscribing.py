@@ -1,8 +1,8 @@
-"""The widgets' (and console's) one door into the subscriptions service.
+"""The widgets' one door into the subscriptions service.
 
-Every change a widget or the console makes goes through `provision`, `change`, `cancel`,
-`cancel_scheduled` and `preview` here, so the checkout work has a single place to plug in:
-when provisioning answers PAYMENT_REQUIRED with a Checkout URL, the caller navigates there.
+Every change a widget makes goes through `provision`, `cancel`, `cancel_scheduled` and
+`preview` here, so the checkout work has a single place to plug in: when provisioning answers
+PAYMENT_REQUIRED with a Checkout URL, the widget sends the host page there (`tollgate:navigate`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from app.subscriptions.schemas import (
     PreviewResult,
     ProvisionRequest,
     SubscriptionOut,
-    UpdateRequest,
 )
 
 
@@ -63,11 +62,6 @@ async def preview(
     session: AsyncSession, environment_pk: int, request: ProvisionRequest, now: dt.datetime | None = None
 ) -> PreviewResult:
     return await service.preview_subscription(session, environment_pk, request, now=now)
-
-
-async def change(session: AsyncSession, environment_pk: int, ref: str, request: UpdateRequest) -> Outcome:
-    result = await service.update_subscription(session, environment_pk, ref, request)
-    return Outcome(result.subscription, result.status)
 
 
 async def cancel(
