@@ -622,3 +622,27 @@ async def test_a_customer_subscribes_upgrades_schedules_a_downgrade_and_cancels(
     assert await portal.get_by_role("button", name="Cancel subscription").count() == 0
     assert page.page_errors == [] and page.csp_errors == []
     await page.context.close()
+
+
+async def test_checkout_widget_live_summary_then_subscribe(world: World) -> None:
+    _, world.tokens["shopper"] = await add_customer(world.database, world.seeded, "shopper")
+    page = await _page(world)
+    await page.goto(
+        world.host_page(
+            "checkout.html",
+            world.element("tollgate-checkout", "co", customer="shopper", **{"plan-id": "team"}),
+        )
+    )
+    await page.locator("#co[ready]").wait_for()
+    frame = _frame(page, "co")
+    due = frame.locator('[data-testid="due-now"]')
+    assert (await due.inner_text()).strip() == "$36"  # 3 seats (the minimum) × $12
+    await frame.locator('input[name="unit.seats"]').fill("5")
+    await frame.locator('input[name="unit.seats"]').dispatch_event("change")
+    await frame.locator('[data-testid="due-now"]', has_text="$60").wait_for()
+    await frame.get_by_role("button", name="Subscribe").click()
+    changed = await _wait_change(page, "co", "team", 1)
+    assert changed["status"] == "ACTIVE"
+    await frame.get_by_text("You are subscribed to Team.").wait_for()
+    assert page.page_errors == [] and page.csp_errors == []
+    await page.context.close()
