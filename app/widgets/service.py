@@ -223,6 +223,20 @@ class UnitView:
     maximum: int | None
 
 
+def _compatible_addons(plan: Plan, plans: list[Plan]) -> list[Any]:
+    """The plan's add-ons and those of its published ancestors (the service accepts both)."""
+    by_pk = {p.pk: p for p in plans}
+    found: dict[int, Any] = {}
+    cursor: Plan | None = plan
+    seen: set[int] = set()
+    while cursor is not None and cursor.pk not in seen:
+        seen.add(cursor.pk)
+        for addon in cursor.addons:
+            found.setdefault(addon.pk, addon)
+        cursor = by_pk.get(cursor.parent_plan_pk) if cursor.parent_plan_pk else None
+    return sorted(found.values(), key=lambda a: (a.display_order, a.pk))
+
+
 async def checkout_page(
     session: AsyncSession,
     settings: Settings,
@@ -283,7 +297,7 @@ async def checkout_page(
                 a.description,
                 viewmodels.price_view(a.pricing_type, catalog.addon_prices.get(a.pk), period, params.texts),
             )
-            for a in plan.addons
+            for a in _compatible_addons(plan, catalog.plans)
             if a.status is PlanStatus.PUBLISHED
         ],
         periods=[p for p in (BillingPeriod.MONTHLY, BillingPeriod.ANNUALLY) if p in periods],

@@ -640,6 +640,10 @@ async def test_checkout_widget_live_summary_then_subscribe(world: World) -> None
     await frame.locator('input[name="unit.seats"]').fill("5")
     await frame.locator('input[name="unit.seats"]').dispatch_event("change")
     await frame.locator('[data-testid="due-now"]', has_text="$60").wait_for()
+    # Add-ons of the parent plan are offered too.
+    await frame.locator('input[name="addon.extra-seats"]').fill("1")
+    await frame.locator('input[name="addon.extra-seats"]').dispatch_event("change")
+    await frame.locator('[data-testid="due-now"]', has_text="$65").wait_for()
     await frame.get_by_role("button", name="Subscribe").click()
     changed = await _wait_change(page, "co", "team", 1)
     assert changed["status"] == "ACTIVE"
