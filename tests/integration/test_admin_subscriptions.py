@@ -86,7 +86,15 @@ async def test_provision_with_preview_then_change_and_cancel(
     assert "Confirm and provision" in preview.text
     assert await _count(database, seeded) == 0
 
-    done = await console.post("/admin/customers/ada/subscriptions", {**form, "intent": "confirm"})
+    previewed = re.search(r'name="previewed" value="([^"]+)"', preview.text)
+    assert previewed
+    # Values edited after the preview are previewed again, not provisioned unseen.
+    edited = {**form, "unitQuantities": "seats=9", "previewed": previewed.group(1).replace("&#34;", '"')}
+    again = await console.post("/admin/customers/ada/subscriptions", {**edited, "intent": "confirm"})
+    assert again.status_code == 200 and "Confirm and provision" in again.text
+    assert await _count(database, seeded) == 0
+    confirm = {**form, "previewed": previewed.group(1).replace("&#34;", '"'), "intent": "confirm"}
+    done = await console.post("/admin/customers/ada/subscriptions", confirm)
     assert done.status_code == 303
     page = await console.get("/admin/customers/ada")
     sub_id = re.search(r'data-subscription-id="([^"]+)"', page.text)
@@ -103,6 +111,9 @@ async def test_provision_with_preview_then_change_and_cancel(
     change = {"planId": "pro", "billingPeriod": "MONTHLY"}
     shown = await console.post(f"/admin/subscriptions/{ref}/change", {**change, "intent": "preview"})
     assert shown.status_code == 200 and "Preview: Downgrade" in shown.text
+    seen = re.search(r'name="previewed" value="([^"]+)"', shown.text)
+    assert seen
+    change["previewed"] = seen.group(1).replace("&#34;", '"')
     confirmed = await console.post(f"/admin/subscriptions/{ref}/change", {**change, "intent": "confirm"})
     assert confirmed.status_code == 303
     sub_page = await console.get(f"/admin/subscriptions/{ref}")

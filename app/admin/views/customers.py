@@ -12,7 +12,13 @@ from app.admin.forms import Errors, FormData, convert, text
 from app.admin.queries import PAGE_SIZE, choices
 from app.admin.rendering import redirect, render
 from app.admin.views.catalog import save
-from app.admin.views.subscriptions import attempt, customer_section, provision_request, provision_values
+from app.admin.views.subscriptions import (
+    attempt,
+    customer_section,
+    fingerprint,
+    provision_request,
+    provision_values,
+)
 from app.customers import service
 from app.customers.schemas import CustomerOut, CustomerUpdate
 from app.subscriptions import service as subscriptions
@@ -133,7 +139,7 @@ class CustomerController(Controller):
         form = await request.form()
         values = provision_values(form)
         customer = await service.get_customer(db_session, ctx.env_ref, ref)
-        confirm = form.get("intent") == "confirm"
+        confirm = form.get("intent") == "confirm" and form.get("previewed") == fingerprint(values)
         call = subscriptions.provision_subscription if confirm else subscriptions.preview_subscription
         result, errors = await attempt(
             db_session, lambda: call(db_session, ctx.env_ref.pk, provision_request(customer.id, values))
@@ -180,6 +186,7 @@ class CustomerController(Controller):
                 "provision": provision or provision_values(),
                 "provision_errors": provision_errors or {},
                 "preview": preview,
+                "previewed": fingerprint(provision) if preview and provision else "",
                 **await customer_section(db_session, ctx, customer),
             },
             status_code=status_code,

@@ -8,6 +8,7 @@ Every write goes through the subscriptions service. A form is first previewed (i
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -44,6 +45,11 @@ def provision_values(form: FormData | None = None) -> dict[str, Any]:
         "addons": addons,
         "unitQuantities": text(form, "unitQuantities") or "",
     }
+
+
+def fingerprint(values: dict[str, Any]) -> str:
+    """What was previewed: a confirm of other values (edited after the preview) previews again."""
+    return json.dumps(values, sort_keys=True, separators=(",", ":"))
 
 
 def _quantities(raw: str) -> list[dict[str, Any]]:
@@ -153,6 +159,7 @@ class SubscriptionController(Controller):
                 "values": values,
                 "errors": errors,
                 "preview": preview,
+                "previewed": fingerprint(values) if preview else "",
             },
             status_code=status_code,
         )
@@ -167,7 +174,7 @@ class SubscriptionController(Controller):
             "planId": text(form, "planId") or "",
             "billingPeriod": text(form, "billingPeriod") or sub.billing_period.value,
         }
-        if form.get("intent") != "confirm":
+        if form.get("intent") != "confirm" or form.get("previewed") != fingerprint(values):
             request_ = {
                 "customerId": sub.customer_id,
                 "planId": values["planId"],
