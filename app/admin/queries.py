@@ -96,6 +96,18 @@ async def choices(session: AsyncSession, env: EnvironmentRef, kind: str) -> list
     return [(r.ref, r.name) for r in rows]
 
 
+async def sellable(session: AsyncSession, env: EnvironmentRef, kind: str) -> list[tuple[str, str]]:
+    """Published plans or add-ons as (id, "Product · Name"): what a subscription may be made of."""
+    model = LISTED[kind]
+    rows = await session.execute(
+        select(model.ref, model.name, Product.name.label("product"))
+        .join(Product, Product.pk == model.product_pk)
+        .where(model.environment_pk == env.pk, model.status == "PUBLISHED")
+        .order_by(Product.name, model.display_order, model.name)
+    )
+    return [(r.ref, f"{r.product} · {r.name}") for r in rows]
+
+
 async def dashboard_counts(session: AsyncSession, env: EnvironmentRef) -> dict[str, int]:
     counts: dict[str, int] = {}
     for kind, model in {**LISTED, "customers": Customer, "subscriptions": Subscription}.items():

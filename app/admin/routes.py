@@ -17,6 +17,7 @@ from app.admin.views.customers import CustomerController
 from app.admin.views.dashboard import dashboard, not_found_page
 from app.admin.views.environments import EnvironmentController
 from app.admin.views.priced import AddonController, PlanController
+from app.admin.views.subscriptions import SubscriptionController
 
 admin_router = Router(
     path=ADMIN_PATH,
@@ -30,6 +31,7 @@ admin_router = Router(
         AddonController,
         CouponController,
         CustomerController,
+        SubscriptionController,
         not_found_page,
     ],
     # The session is read by the CSRF-protected handlers, so it wraps them (listed first = outermost).

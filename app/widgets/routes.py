@@ -161,11 +161,85 @@ async def checkout(
         db_session,
         settings,
         "checkout",
-        lambda: service.checkout_page(db_session, settings, params, _now()),
+        # The form's choices (period, quantities, add-ons) ride in the query: the live summary.
+        lambda: service.checkout_page(
+            db_session, settings, params, _now(), {k: v for k, v in request.query_params.items()}
+        ),
         params,
         "widgets/checkout.html",
         "widgets/_checkout_body.html",
     )
+
+
+def _render_action(
+    request: Request[Any, Any, Any],
+    params: WidgetParams,
+    result: service.ActionResult,
+    widget: str,
+    fallback: str,
+) -> Response[Any]:
+    """An action's answer: events for the host (HX-Trigger), then the page to show."""
+    headers: dict[str, str] = dict(security.widget_headers((), None))
+    if result.navigate is not None:
+        if not _is_htmx(request):
+            return Redirect(result.navigate, status_code=303)
+        # Top-level navigation: the host element checks the URL, then moves the whole window.
+        headers["HX-Trigger"] = json.dumps({"tollgate:navigate": {"url": result.navigate}})
+        headers["HX-Reswap"] = "none"
+        return Response("", status_code=200, media_type="text/html", headers=headers)
+    if result.page is None:
+        if not _is_htmx(request):
+            # Without script the frame cannot tell its host anything: back to the plans.
+            return Redirect(fallback, status_code=303)
+        headers["HX-Trigger"] = json.dumps(result.events)
+        headers["HX-Reswap"] = "none"
+        return Response("", status_code=200, media_type="text/html", headers=headers)
+    if not _is_htmx(request) and not result.confirm and widget != "checkout":
+        return Redirect(fallback, status_code=303)
+    page = result.page
+    nonce = security.new_nonce()
+    context = _context(
+        params,
+        widget,
+        nonce,
+        view=page.view,
+        csrf=page.csrf,
+        access=page.access,
+        host_origin=page.access.host_origin,
+        confirming=result.confirming,
+    )
+    name = {
+        ("paywall", True): ("widgets/confirm.html", "widgets/_confirm_body.html"),
+        ("paywall", False): ("widgets/paywall.html", "widgets/_paywall_body.html"),
+        ("portal", True): ("widgets/portal.html", "widgets/_portal_body.html"),
+        ("portal", False): ("widgets/portal.html", "widgets/_portal_body.html"),
+        ("checkout", False): ("widgets/checkout_done.html", "widgets/_checkout_done.html"),
+        ("checkout", True): ("widgets/checkout_done.html", "widgets/_checkout_done.html"),
+    }[(widget, result.confirm)]
+    engine: Any = request.app.template_engine
+    html = engine.get_template(name[1] if _is_htmx(request) else name[0]).render(**context)
+    if result.events:
+        headers["HX-Trigger"] = json.dumps(result.events)
+    headers.update(security.widget_headers(page.access.frame_ancestors, nonce))
+    return Response(html, status_code=200, media_type="text/html; charset=utf-8", headers=headers)
+
+
+async def _action(
+    request: Request[Any, Any, Any],
+    db_session: AsyncSession,
+    settings: Settings,
+    params: WidgetParams,
+    widget: str,
+    run: Callable[[], Awaitable[service.ActionResult]],
+) -> Response[Any]:
+    try:
+        result = await run()
+    except TollgateError as exc:
+        # A refusal changes nothing: drop whatever the service had flushed before it refused.
+        await db_session.rollback()
+        return await _refused(request, db_session, settings, params, widget, exc)
+    back = "/widgets/portal" if widget == "portal" else "/widgets/paywall"
+    return _render_action(request, params, result, widget, params.url(back))
 
 
 @post("/actions/select-plan", name="widgets.select_plan")
@@ -173,35 +247,65 @@ async def select_plan(
     request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings, data: FormData = FORM
 ) -> Response[Any]:
     params = service.parse_params(data)
-    try:
-        detail = await service.select_plan(
-            db_session, settings, params, data.get("csrf"), request.headers.get("origin"), data.get("action")
-        )
-    except TollgateError as exc:
-        return await _refused(request, db_session, settings, params, "paywall", exc)
-    if not _is_htmx(request):
-        # Without script the frame cannot tell its host anything: back to the plans.
-        return Redirect(params.url("/widgets/paywall"), status_code=303)
-    # htmx fires this on the button; the frame script relays it to the host page.
-    return Response(
-        "",
-        status_code=200,
-        media_type="text/html",
-        headers={
-            "HX-Trigger": json.dumps({"tollgate:plan-selected": detail}),
-            **security.widget_headers((), None),
-        },
+    return await _action(
+        request,
+        db_session,
+        settings,
+        params,
+        "paywall",
+        lambda: service.select_plan(
+            db_session,
+            settings,
+            params,
+            data.get("csrf"),
+            request.headers.get("origin"),
+            data.get("action"),
+            confirmed=data.get("confirm") == "1",
+            now=_now(),
+        ),
     )
 
 
-async def _not_yet(
-    request: Request[Any, Any, Any],
-    db_session: AsyncSession,
-    settings: Settings,
-    data: FormData,
-    what: str,
+@post("/actions/cancel-scheduled-change", name="widgets.cancel_scheduled_change")
+async def cancel_scheduled_change(
+    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings, data: FormData = FORM
 ) -> Response[Any]:
-    """Actions that need the subscriptions or billing services: checked, then refused honestly."""
+    params = service.parse_params(data)
+    widget = "portal" if data.get("view") == "portal" else "paywall"
+    return await _action(
+        request,
+        db_session,
+        settings,
+        params,
+        widget,
+        lambda: service.cancel_scheduled_change(
+            db_session, settings, params, data, request.headers.get("origin"), _now()
+        ),
+    )
+
+
+@post("/actions/cancel-subscription", name="widgets.cancel_subscription")
+async def cancel_subscription(
+    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings, data: FormData = FORM
+) -> Response[Any]:
+    params = service.parse_params(data)
+    return await _action(
+        request,
+        db_session,
+        settings,
+        params,
+        "portal",
+        lambda: service.cancel_subscription(
+            db_session, settings, params, data, request.headers.get("origin"), _now()
+        ),
+    )
+
+
+@post("/actions/manage-billing", name="widgets.manage_billing")
+async def manage_billing(
+    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings, data: FormData = FORM
+) -> Response[Any]:
+    """Checked, then refused honestly until the billing work is merged."""
     params = service.parse_params(data)
     try:
         await service.checked_action(
@@ -214,39 +318,29 @@ async def _not_yet(
         )
     except TollgateError as exc:
         return await _refused(request, db_session, settings, params, "portal", exc)
-    # TODO(subscriptions/billing merge): call the service for `what` here and answer with
-    # HX-Trigger `tollgate:subscription-changed` (or `tollgate:navigate` for hosted pages).
-    response = problem(501, "not_available_yet", f"{what} is not available from the widget yet.")
+    # TODO(checkout merge): create a Billing Portal session through
+    # POST /api/v1/customers/{id}/billing-portal's service and answer HX-Trigger
+    # `tollgate:navigate` with its URL.
+    response = problem(501, "not_available_yet", "The billing portal is not available from the widget yet.")
     response.headers.update(security.widget_headers((), None))
     return response
-
-
-@post("/actions/cancel-scheduled-change", name="widgets.cancel_scheduled_change")
-async def cancel_scheduled_change(
-    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings, data: FormData = FORM
-) -> Response[Any]:
-    return await _not_yet(request, db_session, settings, data, "Cancelling a scheduled change")
-
-
-@post("/actions/cancel-subscription", name="widgets.cancel_subscription")
-async def cancel_subscription(
-    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings, data: FormData = FORM
-) -> Response[Any]:
-    return await _not_yet(request, db_session, settings, data, "Cancelling a subscription")
-
-
-@post("/actions/manage-billing", name="widgets.manage_billing")
-async def manage_billing(
-    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings, data: FormData = FORM
-) -> Response[Any]:
-    return await _not_yet(request, db_session, settings, data, "The billing portal")
 
 
 @post("/actions/checkout", name="widgets.start_checkout")
 async def start_checkout(
     request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings, data: FormData = FORM
 ) -> Response[Any]:
-    return await _not_yet(request, db_session, settings, data, "Paying for a plan")
+    params = service.parse_params(data)
+    return await _action(
+        request,
+        db_session,
+        settings,
+        params,
+        "checkout",
+        lambda: service.checkout_subscribe(
+            db_session, settings, params, data, request.headers.get("origin"), _now()
+        ),
+    )
 
 
 widget_router = Router(

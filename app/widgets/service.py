@@ -17,8 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.models import BillingPeriod, Plan, PlanStatus, PricingType
 from app.core.errors import InvalidRequest, NotFound, TollgateError, not_found
+from app.core.money import format_amount
 from app.settings import Settings
-from app.widgets import queries, security, viewmodels
+from app.subscriptions.schemas import AddonInput, PreviewResult, ProvisionRequest, UnitQuantityInput
+from app.widgets import queries, security, subscribing, viewmodels
 from app.widgets.appearance import texts_from_query, theme_css
 
 _FRAME_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
@@ -156,8 +158,32 @@ async def paywall_page(
         customer_pk=customer_pk,
         texts=params.texts,
         now=now,
+        change_types=lambda plans, period: _change_types(session, access, plans, period, now),
     )
     return Page(access, security.csrf_token(settings, access), view)
+
+
+async def _change_types(
+    session: AsyncSession,
+    access: security.WidgetAccess,
+    plans: list[Plan],
+    period: BillingPeriod,
+    now: dt.datetime,
+) -> dict[int, str]:
+    """What choosing each plan would be for this customer, by the subscriptions service's rules."""
+    assert access.customer_id is not None
+    kinds: dict[int, str] = {}
+    for plan in plans:
+        if plan.pricing_type is PricingType.CUSTOM:
+            continue
+        request = ProvisionRequest(customer_id=access.customer_id, plan_id=plan.ref, billing_period=period)
+        try:
+            kinds[plan.pk] = (
+                await subscribing.preview(session, access.environment.pk, request, now)
+            ).change_type
+        except TollgateError:
+            continue  # e.g. not sold in this period: the card says so, its button falls back
+    return kinds
 
 
 async def portal_page(
@@ -181,10 +207,42 @@ class CheckoutView:
     price: viewmodels.PriceView
     trial_days: int | None
     addons: list[viewmodels.AddonView]
+    periods: list[BillingPeriod] = field(default_factory=list)
+    units: list[UnitView] = field(default_factory=list)
+    summary: ConfirmView | None = None
+    values: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class UnitView:
+    """A quantity the customer picks (seats of a per-seat price)."""
+
+    feature_id: str
+    label: str
+    minimum: int
+    maximum: int | None
+
+
+def _compatible_addons(plan: Plan, plans: list[Plan]) -> list[Any]:
+    """The plan's add-ons and those of its published ancestors (the service accepts both)."""
+    by_pk = {p.pk: p for p in plans}
+    found: dict[int, Any] = {}
+    cursor: Plan | None = plan
+    seen: set[int] = set()
+    while cursor is not None and cursor.pk not in seen:
+        seen.add(cursor.pk)
+        for addon in cursor.addons:
+            found.setdefault(addon.pk, addon)
+        cursor = by_pk.get(cursor.parent_plan_pk) if cursor.parent_plan_pk else None
+    return sorted(found.values(), key=lambda a: (a.display_order, a.pk))
 
 
 async def checkout_page(
-    session: AsyncSession, settings: Settings, params: WidgetParams, now: dt.datetime
+    session: AsyncSession,
+    settings: Settings,
+    params: WidgetParams,
+    now: dt.datetime,
+    form: Mapping[str, str] | None = None,
 ) -> Page:
     access = await _access(session, settings, params, customer_required=True)
     await _customer_pk(session, access)
@@ -196,9 +254,35 @@ async def checkout_page(
         raise not_found("plan", params.plan_id)
     version = catalog.prices.get(plan.pk)
     periods = viewmodels.periods_of(version)
-    period = params.billing_period or BillingPeriod.MONTHLY
+    form = dict(form or {})
+    period = (
+        viewmodels.parse_period(form.get("billing-period")) or params.billing_period or BillingPeriod.MONTHLY
+    )
     if periods and period not in periods:
         period = sorted(periods)[0]
+    form["billing-period"] = viewmodels.PERIOD_SLUG[period]
+    units = [
+        UnitView(
+            c.feature.ref,
+            (c.feature.unit_plural or c.feature.name).capitalize(),
+            max(1, c.min_quantity or 1),
+            c.max_quantity,
+        )
+        for c in (version.charges if version else [])
+        if c.billing_period is period
+        and c.feature is not None
+        and c.billing_model.value in ("PER_UNIT", "TIERED")
+    ]
+    for unit in units:
+        form.setdefault(f"unit.{unit.feature_id}", str(unit.minimum))
+    assert access.customer_id is not None
+    try:
+        preview = await subscribing.preview(
+            session, access.environment.pk, checkout_request(access.customer_id, plan.ref, form), now
+        )
+        summary: ConfirmView | None = confirm_view(plan, "subscribe", preview)
+    except TollgateError:
+        summary = None  # the live summary (htmx) shows the reason once the customer edits
     view = CheckoutView(
         plan_id=plan.ref,
         plan_name=plan.name,
@@ -213,9 +297,13 @@ async def checkout_page(
                 a.description,
                 viewmodels.price_view(a.pricing_type, catalog.addon_prices.get(a.pk), period, params.texts),
             )
-            for a in plan.addons
+            for a in _compatible_addons(plan, catalog.plans)
             if a.status is PlanStatus.PUBLISHED
         ],
+        periods=[p for p in (BillingPeriod.MONTHLY, BillingPeriod.ANNUALLY) if p in periods],
+        units=units,
+        summary=summary,
+        values=form,
     )
     return Page(access, security.csrf_token(settings, access), view)
 
@@ -239,6 +327,75 @@ async def checked_action(
     return access
 
 
+@dataclass(frozen=True, slots=True)
+class LineView:
+    description: str
+    amount: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmView:
+    """The confirmation step of a paid plan or a downgrade: what it costs and when it applies."""
+
+    plan_id: str
+    plan_name: str
+    period: BillingPeriod
+    action: str
+    change_type: str
+    due_now: str
+    next_total: str
+    next_date: str
+    effective_date: str
+    scheduled: bool
+    lines: list[LineView]
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """A widget action's answer: tell the host (`events`), then show `page` (or go to `navigate`)."""
+
+    events: dict[str, Any] = field(default_factory=dict)
+    page: Page | None = None
+    navigate: str | None = None
+    confirm: bool = False
+    confirming: str | None = None  # the subscription whose cancellation is being confirmed
+
+
+def _money(amount: int, currency: str | None) -> str:
+    return format_amount(amount, currency) if currency else str(amount)
+
+
+def confirm_view(plan: Plan, action: str, preview: PreviewResult) -> ConfirmView:
+    currency = preview.currency
+    lines = preview.lines_due_now or preview.recurring_lines
+    return ConfirmView(
+        plan_id=plan.ref,
+        plan_name=plan.name,
+        period=preview.billing_period,
+        action=action,
+        change_type=preview.change_type,
+        due_now=_money(preview.amount_due_now, currency),
+        next_total=_money(preview.next_recurring_total, currency),
+        next_date=viewmodels.format_date(preview.next_billing_date),
+        effective_date=viewmodels.format_date(preview.effective_at),
+        scheduled=preview.change_type in ("DOWNGRADE", "BILLING_PERIOD_CHANGE"),
+        lines=[LineView(line.description, _money(line.amount, currency)) for line in lines],
+    )
+
+
+async def _published_plan(session: AsyncSession, environment_pk: int, ref: str | None) -> Plan:
+    if not ref:
+        raise InvalidRequest("Which plan? plan-id is missing.", code="plan_required", param="plan-id")
+    plan = await session.scalar(
+        select(Plan).where(
+            Plan.environment_pk == environment_pk, Plan.ref == ref, Plan.status == PlanStatus.PUBLISHED
+        )
+    )
+    if plan is None:
+        raise not_found("plan", ref)
+    return plan
+
+
 async def select_plan(
     session: AsyncSession,
     settings: Settings,
@@ -246,33 +403,171 @@ async def select_plan(
     csrf: str | None,
     origin: str | None,
     action: str | None,
-) -> dict[str, Any]:
-    """Validate a plan choice and describe it for the host (`tollgate:plan-selected`)."""
+    *,
+    confirmed: bool,
+    now: dt.datetime,
+) -> ActionResult:
+    """A plan chosen on the paywall, by the subscriptions rules.
+
+    A free plan or a trial starts at once; a paid plan or a downgrade first answers with a
+    confirmation showing the preview; a custom plan (or a visitor with no customer) is only
+    described to the host (`tollgate:plan-selected`).
+    """
     access = await checked_action(session, settings, params, csrf, origin, customer_required=False)
-    if not params.plan_id:
-        raise InvalidRequest("Which plan? plan-id is missing.", code="plan_required", param="plan-id")
-    plan = await session.scalar(
-        select(Plan).where(
-            Plan.environment_pk == access.environment.pk,
-            Plan.ref == params.plan_id,
-            Plan.status == PlanStatus.PUBLISHED,
-        )
-    )
-    if plan is None:
-        raise not_found("plan", params.plan_id)
-    # TODO(subscriptions merge): provision here through the subscriptions service (a free plan
-    # or a trial at once; a paid plan answers with a Checkout URL sent as `tollgate:navigate`).
-    # Until then the widget only tells the host app what was chosen; nothing is provisioned.
+    plan = await _published_plan(session, access.environment.pk, params.plan_id)
     period = params.billing_period or BillingPeriod.MONTHLY
-    return {
-        "planId": plan.ref,
-        "planName": plan.name,
-        "pricingType": plan.pricing_type.value,
-        "billingPeriod": period.value,
-        "action": action if action in _ACTIONS else "subscribe",
-        "customerId": access.customer_id,
-        "provisioned": False,
-    }
+    action = action if action in _ACTIONS else "subscribe"
+    if plan.pricing_type is PricingType.CUSTOM or access.customer_id is None:
+        detail = {
+            "planId": plan.ref,
+            "planName": plan.name,
+            "pricingType": plan.pricing_type.value,
+            "billingPeriod": period.value,
+            "action": action,
+            "customerId": access.customer_id,
+            "provisioned": False,
+        }
+        return ActionResult(events={"tollgate:plan-selected": detail})
+    request = ProvisionRequest(customer_id=access.customer_id, plan_id=plan.ref, billing_period=period)
+    preview = await subscribing.preview(session, access.environment.pk, request, now)
+    at_once = (
+        preview.trial_end is not None
+        or preview.change_type == "NO_CHANGE"
+        or (preview.change_type == "NEW" and plan.pricing_type is PricingType.FREE)
+    )
+    if not at_once and not confirmed:
+        view = confirm_view(plan, action, preview)
+        return ActionResult(page=Page(access, security.csrf_token(settings, access), view), confirm=True)
+    outcome = await subscribing.provision(session, access.environment.pk, request)
+    return await _after_change(session, settings, access, params, outcome, "paywall", now)
+
+
+async def _after_change(
+    session: AsyncSession,
+    settings: Settings,
+    access: security.WidgetAccess,
+    params: WidgetParams,
+    outcome: subscribing.Outcome,
+    widget: str,
+    now: dt.datetime,
+) -> ActionResult:
+    if outcome.checkout_url is not None:
+        return ActionResult(navigate=outcome.checkout_url)
+    assert outcome.subscription is not None
+    events = {"tollgate:subscription-changed": subscribing.event(outcome.subscription)}
+    return ActionResult(events=events, page=await _rerender(session, settings, params, widget, now))
+
+
+async def _rerender(
+    session: AsyncSession, settings: Settings, params: WidgetParams, widget: str, now: dt.datetime
+) -> Page:
+    # Changes were flushed in this transaction, so the page reads them back as they are now.
+    session.expire_all()
+    if widget == "portal":
+        return await portal_page(session, settings, params, now)
+    return await paywall_page(session, settings, params, now)
+
+
+async def cancel_subscription(
+    session: AsyncSession,
+    settings: Settings,
+    params: WidgetParams,
+    form: Mapping[str, str],
+    origin: str | None,
+    now: dt.datetime,
+) -> ActionResult:
+    """Cancel at period end, after a confirmation step (the portal shows it on the card)."""
+    access = await checked_action(session, settings, params, form.get("csrf"), origin, customer_required=True)
+    customer_pk = await _customer_pk(session, access)
+    assert customer_pk is not None
+    ref = await subscribing.owned_subscription(
+        session, access.environment.pk, customer_pk, form.get("subscription-id")
+    )
+    if form.get("confirm") != "1":
+        return ActionResult(
+            page=await portal_page(session, settings, params, now), confirm=True, confirming=ref
+        )
+    sub = await subscribing.cancel(session, access.environment.pk, ref, immediately=False)
+    events = {"tollgate:subscription-changed": subscribing.event(sub)}
+    return ActionResult(events=events, page=await _rerender(session, settings, params, "portal", now))
+
+
+async def cancel_scheduled_change(
+    session: AsyncSession,
+    settings: Settings,
+    params: WidgetParams,
+    form: Mapping[str, str],
+    origin: str | None,
+    now: dt.datetime,
+) -> ActionResult:
+    access = await checked_action(session, settings, params, form.get("csrf"), origin, customer_required=True)
+    customer_pk = await _customer_pk(session, access)
+    assert customer_pk is not None
+    ref = await subscribing.owned_subscription(
+        session, access.environment.pk, customer_pk, form.get("subscription-id")
+    )
+    sub = await subscribing.cancel_scheduled(session, access.environment.pk, ref)
+    widget = "portal" if form.get("view") == "portal" else "paywall"
+    events = {"tollgate:subscription-changed": subscribing.event(sub)}
+    return ActionResult(events=events, page=await _rerender(session, settings, params, widget, now))
+
+
+def checkout_request(customer_id: str, plan_id: str, form: Mapping[str, str]) -> ProvisionRequest:
+    """The checkout form's choices: `billing-period`, `unit.<feature>` and `addon.<id>` quantities."""
+
+    def quantity(value: str | None) -> int:
+        try:
+            return int(value or 0)
+        except ValueError:
+            raise InvalidRequest("Quantities are whole numbers.", code="invalid_quantity") from None
+
+    period = viewmodels.parse_period(form.get("billing-period")) or BillingPeriod.MONTHLY
+    addons = [
+        AddonInput(addon_id=k.removeprefix("addon."), quantity=quantity(v))
+        for k, v in form.items()
+        if k.startswith("addon.") and quantity(v) > 0
+    ]
+    units = [
+        UnitQuantityInput(feature_id=k.removeprefix("unit."), quantity=quantity(v))
+        for k, v in form.items()
+        if k.startswith("unit.") and v
+    ]
+    return ProvisionRequest(
+        customer_id=customer_id, plan_id=plan_id, billing_period=period, addons=addons, unit_quantities=units
+    )
+
+
+async def checkout_summary(
+    session: AsyncSession, settings: Settings, params: WidgetParams, form: Mapping[str, str], now: dt.datetime
+) -> Page:
+    """The live order summary: the subscriptions preview of what the form describes."""
+    access = await _access(session, settings, params, customer_required=True)
+    await _customer_pk(session, access)
+    plan = await _published_plan(session, access.environment.pk, params.plan_id)
+    assert access.customer_id is not None
+    request = checkout_request(access.customer_id, plan.ref, form)
+    preview = await subscribing.preview(session, access.environment.pk, request, now)
+    return Page(access, security.csrf_token(settings, access), confirm_view(plan, "subscribe", preview))
+
+
+async def checkout_subscribe(
+    session: AsyncSession,
+    settings: Settings,
+    params: WidgetParams,
+    form: Mapping[str, str],
+    origin: str | None,
+    now: dt.datetime,
+) -> ActionResult:
+    access = await checked_action(session, settings, params, form.get("csrf"), origin, customer_required=True)
+    plan = await _published_plan(session, access.environment.pk, params.plan_id)
+    assert access.customer_id is not None
+    request = checkout_request(access.customer_id, plan.ref, form)
+    outcome = await subscribing.provision(session, access.environment.pk, request)
+    if outcome.checkout_url is not None:
+        return ActionResult(navigate=outcome.checkout_url)
+    assert outcome.subscription is not None
+    events = {"tollgate:subscription-changed": subscribing.event(outcome.subscription)}
+    return ActionResult(events=events, page=Page(access, security.csrf_token(settings, access), plan.name))
 
 
 _ACTIONS = {"subscribe", "start_trial", "upgrade", "downgrade", "switch_period", "contact"}

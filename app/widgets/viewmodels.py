@@ -1,8 +1,9 @@
 """View models of the widgets: plain data the templates render, built from catalog and customer rows.
 
 The customer-specific part of the paywall (what each card's button says) is one function,
-`customer_plan_states`, reading subscription rows directly; provisioning itself belongs to the
-subscriptions service and is not done here.
+`customer_plan_states`: for a subscriber, each card's upgrade/downgrade comes from the
+subscriptions preview's change type (`change_types`); the local price comparison is only the
+fallback for a plan the preview cannot price.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -256,6 +257,7 @@ async def customer_plan_states(
     now: dt.datetime,
     all_prices: Mapping[int, PriceVersion | None] | None = None,
     subscriptions: list[Subscription] | None = None,
+    change_types: Mapping[int, str] | None = None,
 ) -> dict[int, PlanState]:
     """What each plan card offers this customer, from their current subscription of the product.
 
@@ -330,6 +332,15 @@ async def customer_plan_states(
         if plan.pricing_type is PricingType.CUSTOM:
             states[plan.pk] = PlanState(ButtonView(texts["contact_us"], "contact"))
             continue
+        kind = (change_types or {}).get(plan.pk)
+        # A custom contract's price is not in the catalog, so the preview cannot rank it.
+        if kind in ("UPGRADE", "DOWNGRADE") and current_plan.pricing_type is not PricingType.CUSTOM:
+            states[plan.pk] = PlanState(
+                ButtonView(texts["upgrade"], "upgrade", primary=True)
+                if kind == "UPGRADE"
+                else ButtonView(texts["downgrade"], "downgrade")
+            )
+            continue
         target_price = prices.get(plan.pk)
         target_monthly = target_price.monthly_minor if target_price else 0
         if target_monthly != current_monthly:
@@ -379,6 +390,7 @@ class PaywallView:
     periods: list[BillingPeriod]
     saving_percent: int
     cards: list[PlanCard] = field(default_factory=list)
+    subscription_id: str | None = None  # the customer's live subscription of the product
 
 
 async def paywall_view(
@@ -389,6 +401,7 @@ async def paywall_view(
     customer_pk: int | None,
     texts: Mapping[str, str],
     now: dt.datetime,
+    change_types: Callable[[list[Plan], BillingPeriod], Awaitable[Mapping[int, str]]] | None = None,
 ) -> PaywallView:
     available: set[BillingPeriod] = set()
     for plan in catalog.plans:
@@ -418,6 +431,7 @@ async def paywall_view(
         now=now,
         all_prices=catalog.prices,
         subscriptions=subscriptions,
+        change_types=await change_types(catalog.plans, period) if change_types and subscriptions else None,
     )
     by_pk = {p.pk: p for p in catalog.plans} | catalog.parents
     cards = []
@@ -454,6 +468,7 @@ async def paywall_view(
         periods=periods,
         saving_percent=saving_percent(catalog.prices.get(p.pk) for p in catalog.plans),
         cards=cards,
+        subscription_id=subscriptions[0].ref if subscriptions else None,
     )
 
 
@@ -483,6 +498,9 @@ class SubscriptionView:
     addons: list[str]
     usage: list[UsageView]
     price: PriceView | None
+    has_scheduled_change: bool = False
+    ends_on: str = ""  # set once a cancellation is pending
+    period_end: str = ""
 
 
 _STATUS_LABELS = {
@@ -662,6 +680,13 @@ async def portal_view(
                     versions.get(sub.price_version_pk) if sub.price_version_pk else None,
                     sub.billing_period,
                     texts,
+                ),
+                has_scheduled_change=sub.scheduled_change is not None,
+                ends_on=format_date(queries.utc(sub.cancel_at)) if sub.cancel_at else "",
+                period_end=format_date(
+                    queries.utc(sub.trial_end)
+                    if sub.status is SubscriptionStatus.IN_TRIAL and sub.trial_end
+                    else period_end
                 ),
             )
         )

@@ -290,3 +290,56 @@ def test_customer_page_and_environment_pages(console: Console) -> None:
     page.set_viewport_size({"width": 390, "height": 844})
     page.screenshot(path=screenshot_path("customers-mobile"), full_page=True)
     no_problems(page)
+
+
+def test_provision_a_subscription_with_preview_then_cancel_it(console: Console) -> None:
+    for path, body in [
+        ("/products", {"id": "wired", "name": "Wired"}),
+        (
+            "/plans",
+            {
+                "id": "wired-basic",
+                "productId": "wired",
+                "name": "Basic",
+                "pricingType": "PAID",
+                "charges": [
+                    {
+                        "billingPeriod": "MONTHLY",
+                        "currency": "usd",
+                        "billingModel": "FLAT_FEE",
+                        "amount": 1500,
+                    }
+                ],
+            },
+        ),
+        ("/plans/wired-basic/publish", None),
+        ("/customers", {"id": "cus-sub", "name": "Grace"}),
+    ]:
+        response = console.api("post", path, body)
+        assert response.status_code in (200, 201), response.text
+    page = console.page()
+    page.goto(f"/admin/customers/cus-sub?env={ENV}")
+    sign_in(page)
+    subs = page.get_by_role("region", name="Subscriptions")
+    expect(subs).to_contain_text("No subscriptions.")
+    form = page.locator("#provision")
+    form.get_by_label("Plan").select_option("wired-basic")
+    form.get_by_role("button", name="Preview").click()
+    expect(page.locator("#provision [data-testid=due-now]")).to_have_text("$15")
+    page.screenshot(path=screenshot_path("customer-provision-preview"), full_page=True)
+    page.get_by_role("button", name="Confirm and provision").click()
+    expect(page.get_by_role("status").first).to_contain_text("provisioned.")
+    expect(subs).to_contain_text("Basic")
+    expect(subs).to_contain_text("Active")
+    expect(page.get_by_role("region", name="Effective entitlements and usage")).to_be_visible()
+    # The subscription's own page links back to its customer.
+    subs.locator("h3 a").click()
+    expect(page.get_by_role("heading", name="Basic")).to_be_visible()
+    page.get_by_role("link", name="← Customer cus-sub").click()
+    card = page.locator("#customer-subscriptions")
+    card.get_by_label("Cancel", exact=True).select_option("IMMEDIATE")
+    card.get_by_role("button", name="Cancel subscription").click()
+    expect(page.get_by_role("status").first).to_have_text("Subscription canceled.")
+    expect(card).to_contain_text("Canceled")
+    expect(card.get_by_role("button", name="Cancel subscription")).to_have_count(0)
+    no_problems(page)

@@ -222,16 +222,16 @@ async def test_paywall_on_another_origin_switches_period_resizes_and_emits_event
     assert await frame.locator(":focus").get_attribute("data-focus-key") == "period-ANNUALLY"
     await page.screenshot(path=str(SCREENSHOTS / "paywall-host-desktop-annual.png"), full_page=True)
 
-    # Choosing a plan: the host page receives a namespaced, bubbling, composed event.
-    await frame.locator('li[data-plan-id="team"] form.tg-action button').click()
+    # Choosing a custom plan: the host page receives a namespaced, bubbling, composed event.
+    await frame.locator('li[data-plan-id="enterprise"] form.tg-action button').click()
     event = await _wait_event(page, "tollgate:plan-selected", "pw")
     assert event["bubbles"] and event["composed"]
     assert event["detail"] == {
-        "planId": "team",
-        "planName": "Team",
-        "pricingType": "PAID",
+        "planId": "enterprise",
+        "planName": "Enterprise",
+        "pricingType": "CUSTOM",
         "billingPeriod": "ANNUALLY",
-        "action": "upgrade",
+        "action": "contact",
         "customerId": "payer",
         "provisioned": False,
     }
@@ -490,8 +490,9 @@ async def test_demo_pages_embed_the_widgets(world: World) -> None:
     await page.locator("#demo-paywall[ready]").wait_for()
     await page.locator("#demo-portal[ready]").wait_for()
     assert await page.locator("#demo-paywall").get_attribute("customer-id") == "payer"
-    await _frame(page, "demo-paywall").locator('li[data-plan-id="team"] form.tg-action button').click()
-    await page.locator("#demo-selected", has_text="You picked Team (upgrade)").wait_for()
+    # A custom plan is handed to the host (a paid one would ask to confirm and change the demo's data).
+    await _frame(page, "demo-paywall").locator('li[data-plan-id="enterprise"] form.tg-action button').click()
+    await page.locator("#demo-selected", has_text="You picked Enterprise (contact)").wait_for()
     assert await page.locator("#demo-log li[data-event='plan-selected']").count() == 1
     await page.screenshot(path=str(SCREENSHOTS / "demo-react.png"), full_page=True)
     assert page.csp_errors == [] and page.page_errors == []
@@ -537,4 +538,115 @@ async def test_elements_created_from_script_mirror_properties_and_reflect_states
     await page.evaluate("document.querySelector('#dyn').customerId = 'nosub'")
     await page.locator("#dyn[error='invalid_customer_token']").wait_for()
     assert await page.locator("#dyn").get_attribute("ready") is None
+    await page.context.close()
+
+
+async def _wait_change(
+    page: Any, element_id: str, plan: str, count: int, within: float = 8.0
+) -> dict[str, Any]:
+    """The `count`-th subscription-changed event of the element, which must name `plan`."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        changes = [e for e in await _events(page, "tollgate:subscription-changed") if e["id"] == element_id]
+        if len(changes) >= count:
+            assert changes[count - 1]["detail"]["planId"] == plan, changes
+            return changes[count - 1]["detail"]
+        await asyncio.sleep(0.03)
+    raise AssertionError(f"no change #{count} from {element_id}: {await _events(page)}")
+
+
+async def test_a_customer_subscribes_upgrades_schedules_a_downgrade_and_cancels(world: World) -> None:
+    """Through the subscriptions service, from the widgets on the host's page."""
+    _, world.tokens["journey"] = await add_customer(world.database, world.seeded, "journey")
+    page = await _page(world)
+    await page.goto(
+        world.host_page(
+            "journey.html",
+            world.element("tollgate-paywall", "pw", customer="journey", **{"product-id": "app"}),
+        )
+    )
+    await page.locator("#pw[ready]").wait_for()
+    frame = _frame(page, "pw")
+    free = frame.locator('li[data-plan-id="free"] form.tg-action button')
+    assert (await free.inner_text()).strip() == "Get started"
+
+    # A free plan is provisioned at once; the host hears of it; the cards re-render.
+    await free.click()
+    first = await _wait_change(page, "pw", "free", 1)
+    assert first["status"] == "ACTIVE" and first["subscriptionId"]
+    await frame.locator('li[data-plan-id="free"][data-action="current"]').wait_for()
+    assert (await _button_states(frame))["team"] == "Upgrade"
+
+    # A paid plan: a confirmation with the preview first, then the upgrade.
+    await frame.locator('li[data-plan-id="team"] form.tg-action button').click()
+    confirm = frame.locator('.tg-confirm[data-change-type="UPGRADE"]')
+    await confirm.wait_for()
+    assert "$36" in await confirm.locator('[data-testid="due-now"]').inner_text()
+    assert "Next renewal on" in await confirm.inner_text()
+    await page.screenshot(path=str(SCREENSHOTS / "paywall-confirm-upgrade.png"), full_page=True)
+    await confirm.get_by_role("button", name="Upgrade now").click()
+    second = await _wait_change(page, "pw", "team", 2)
+    assert second["subscriptionId"] == first["subscriptionId"]
+    await frame.locator('li[data-plan-id="team"][data-action="current"]').wait_for()
+
+    # A downgrade says when it takes effect; once scheduled, the card offers to cancel it.
+    await frame.locator('li[data-plan-id="pro"] form.tg-action button').click()
+    explained = frame.locator('.tg-confirm[data-change-type="DOWNGRADE"]')
+    await explained.wait_for()
+    assert "Takes effect at the end of your current period" in await explained.inner_text()
+    await explained.get_by_role("button", name="Confirm downgrade").click()
+    await _wait_change(page, "pw", "team", 3)
+    await frame.locator('li[data-plan-id="pro"][data-action="scheduled"]').wait_for()
+    await frame.locator('li[data-plan-id="pro"] .tg-inline-form button').click()
+    await _wait_change(page, "pw", "team", 4)
+    await frame.locator('li[data-plan-id="pro"][data-action="downgrade"]').wait_for()
+    assert page.page_errors == [] and page.csp_errors == []
+
+    # The portal shows the new plan; cancelling asks first, then ends at the period end.
+    await page.goto(
+        world.host_page(
+            "journey-portal.html", world.element("tollgate-customer-portal", "portal", customer="journey")
+        )
+    )
+    await page.locator("#portal[ready]").wait_for()
+    portal = _frame(page, "portal")
+    assert (await portal.locator(".tg-sub .tg-plan-name").inner_text()).strip() == "Team"
+    await portal.get_by_role("button", name="Cancel subscription").click()
+    dialog = portal.get_by_role("alertdialog")
+    await dialog.wait_for()
+    assert "Your subscription will end on" in await dialog.inner_text()
+    await dialog.get_by_role("button", name="Yes, cancel").click()
+    changed = await _wait_change(page, "portal", "team", 1)
+    assert changed["status"] == "ACTIVE"
+    await portal.locator(".tg-dates li", has_text="Ends on").wait_for()
+    assert await portal.get_by_role("button", name="Cancel subscription").count() == 0
+    assert page.page_errors == [] and page.csp_errors == []
+    await page.context.close()
+
+
+async def test_checkout_widget_live_summary_then_subscribe(world: World) -> None:
+    _, world.tokens["shopper"] = await add_customer(world.database, world.seeded, "shopper")
+    page = await _page(world)
+    await page.goto(
+        world.host_page(
+            "checkout.html",
+            world.element("tollgate-checkout", "co", customer="shopper", **{"plan-id": "team"}),
+        )
+    )
+    await page.locator("#co[ready]").wait_for()
+    frame = _frame(page, "co")
+    due = frame.locator('[data-testid="due-now"]')
+    assert (await due.inner_text()).strip() == "$36"  # 3 seats (the minimum) × $12
+    await frame.locator('input[name="unit.seats"]').fill("5")
+    await frame.locator('input[name="unit.seats"]').dispatch_event("change")
+    await frame.locator('[data-testid="due-now"]', has_text="$60").wait_for()
+    # Add-ons of the parent plan are offered too.
+    await frame.locator('input[name="addon.extra-seats"]').fill("1")
+    await frame.locator('input[name="addon.extra-seats"]').dispatch_event("change")
+    await frame.locator('[data-testid="due-now"]', has_text="$65").wait_for()
+    await frame.get_by_role("button", name="Subscribe").click()
+    changed = await _wait_change(page, "co", "team", 1)
+    assert changed["status"] == "ACTIVE"
+    await frame.get_by_text("You are subscribed to Team.").wait_for()
+    assert page.page_errors == [] and page.csp_errors == []
     await page.context.close()

@@ -96,7 +96,9 @@ async def test_pages_redirect_to_login_and_back(
     assert page.status_code == 404 and "No plan" in page.text  # signed in: the plan page itself answers
     assert page.headers["content-type"].startswith("text/html")
     unknown = await admin_client.get("/admin/subscriptions/sub_1")
-    assert unknown.status_code == 404 and "nothing at this address" in unknown.text
+    assert unknown.status_code == 404 and "No subscription with id" in unknown.text
+    nowhere = await admin_client.get("/admin/nowhere/1")
+    assert nowhere.status_code == 404 and "nothing at this address" in nowhere.text
     assert page.headers["content-type"].startswith("text/html")
 
 

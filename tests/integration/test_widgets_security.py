@@ -169,28 +169,33 @@ async def test_select_plan_needs_a_csrf_token_bound_to_the_customer(
 ) -> None:
     seeded, tokens = shop
     form = await _form(client, seeded, "payer", tokens["payer"])
-    ok = await client.post("/widgets/actions/select-plan", data=form, headers=HTMX)
+    # A custom plan is only described to the host (Contact us); nothing is provisioned.
+    custom = {**form, "plan-id": "enterprise", "action": "contact"}
+    ok = await client.post("/widgets/actions/select-plan", data=custom, headers=HTMX)
     assert ok.status_code == 200, ok.text
     import json
 
     trigger = json.loads(ok.headers["hx-trigger"])
     assert trigger == {
         "tollgate:plan-selected": {
-            "planId": "team",
-            "planName": "Team",
-            "pricingType": "PAID",
+            "planId": "enterprise",
+            "planName": "Enterprise",
+            "pricingType": "CUSTOM",
             "billingPeriod": "ANNUALLY",
-            "action": "upgrade",
+            "action": "contact",
             "customerId": "payer",
             "provisioned": False,
         }
     }
+    assert ok.headers["hx-reswap"] == "none"
     same_origin = await client.post(
         "/widgets/actions/select-plan", data=form, headers={**HTMX, "Origin": "http://testserver.local"}
     )
-    assert same_origin.status_code == 200
+    # A paid change asks for confirmation first, with the preview; nothing is sent to the host yet.
+    assert same_origin.status_code == 200 and 'data-change-type="BILLING_PERIOD_CHANGE"' in same_origin.text
+    assert "hx-trigger" not in same_origin.headers
     # Without script: back to the plans.
-    plain = await client.post("/widgets/actions/select-plan", data=form, follow_redirects=False)
+    plain = await client.post("/widgets/actions/select-plan", data=custom, follow_redirects=False)
     assert plain.status_code == 303 and plain.headers["location"].startswith("/widgets/paywall?")
 
     other = await _form(client, seeded, "nosub", tokens["nosub"])
@@ -213,16 +218,15 @@ async def test_select_plan_needs_a_csrf_token_bound_to_the_customer(
         assert "hx-trigger" not in response.headers
 
 
-async def test_actions_waiting_for_other_services_are_checked_then_refused_honestly(
+async def test_billing_portal_waits_for_the_billing_work_checked_then_refused_honestly(
     client: AsyncTestClient[Litestar], shop: tuple[Seeded, dict[str, str]]
 ) -> None:
     seeded, tokens = shop
     form = await _form(client, seeded, "payer", tokens["payer"])
-    for action in ("cancel-subscription", "manage-billing", "cancel-scheduled-change", "checkout"):
-        response = await client.post(f"/widgets/actions/{action}", data=form, headers=HTMX)
-        assert response.status_code == 501 and problem_code(response) == "not_available_yet"
-        refused = await client.post(f"/widgets/actions/{action}", data={**form, "csrf": "x"}, headers=HTMX)
-        assert refused.status_code == 403 and problem_code(refused) == "invalid_csrf_token"
+    response = await client.post("/widgets/actions/manage-billing", data=form, headers=HTMX)
+    assert response.status_code == 501 and problem_code(response) == "not_available_yet"
+    refused = await client.post("/widgets/actions/manage-billing", data={**form, "csrf": "x"}, headers=HTMX)
+    assert refused.status_code == 403 and problem_code(refused) == "invalid_csrf_token"
 
 
 async def test_theme_values_and_texts_cannot_inject(

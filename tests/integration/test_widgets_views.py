@@ -238,7 +238,9 @@ async def test_checkout_summarises_the_plan(
     page = await client.get("/widgets/checkout", params=_q(seeded, "buyer", token, **{"plan-id": "pro"}))
     assert page.status_code == 200
     text = _text(page.text)
-    assert "14-day free trial, then" in text and "$20 / month" in text and "Continue to payment" in text
+    assert "14-day free trial, then" in text and "$20 / month" in text and "Subscribe" in text
+    # The order summary is the subscriptions preview: nothing due during the trial.
+    assert "Due now $0" in text and "Extra seats" not in text
     missing = await client.get("/widgets/checkout", params=_q(seeded, "buyer", token))
     assert missing.status_code == 400 and 'data-error-code="plan_required"' in missing.text
     anonymous = await client.get("/widgets/checkout", params=_q(seeded, **{"plan-id": "pro"}))

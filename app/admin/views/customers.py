@@ -12,8 +12,17 @@ from app.admin.forms import Errors, FormData, convert, text
 from app.admin.queries import PAGE_SIZE, choices
 from app.admin.rendering import redirect, render
 from app.admin.views.catalog import save
+from app.admin.views.subscriptions import (
+    attempt,
+    customer_section,
+    fingerprint,
+    provision_request,
+    provision_values,
+)
 from app.customers import service
 from app.customers.schemas import CustomerOut, CustomerUpdate
+from app.subscriptions import service as subscriptions
+from app.subscriptions.schemas import PreviewResult
 
 ADDRESS_FIELDS = ("line1", "line2", "city", "state", "postalCode", "country")
 
@@ -122,6 +131,35 @@ class CustomerController(Controller):
         flash(request, "Customer saved.")
         return redirect(request, ctx.url(f"/admin/customers/{updated.id}"))
 
+    @post("/{ref:str}/subscriptions")
+    async def provision(
+        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
+    ) -> Response[str]:
+        """Intent `preview` shows what it would cost; only `confirm` provisions."""
+        form = await request.form()
+        values = provision_values(form)
+        customer = await service.get_customer(db_session, ctx.env_ref, ref)
+        confirm = form.get("intent") == "confirm" and form.get("previewed") == fingerprint(values)
+        call = subscriptions.provision_subscription if confirm else subscriptions.preview_subscription
+        result, errors = await attempt(
+            db_session, lambda: call(db_session, ctx.env_ref.pk, provision_request(customer.id, values))
+        )
+        if errors or not confirm:
+            return await self._page(
+                request,
+                ctx,
+                db_session,
+                customer,
+                customer_values(customer=customer),
+                {},
+                status_code=422 if errors else 200,
+                provision=values,
+                provision_errors=errors,
+                preview=result,
+            )
+        flash(request, f"Subscription {result.subscription.id} provisioned.")
+        return redirect(request, ctx.url(f"/admin/customers/{customer.id}"))
+
     async def _page(
         self,
         request: Request[Any, Any, Any],
@@ -131,6 +169,9 @@ class CustomerController(Controller):
         values: dict[str, str],
         errors: Errors,
         status_code: int = 200,
+        provision: dict[str, Any] | None = None,
+        provision_errors: Errors | None = None,
+        preview: PreviewResult | None = None,
     ) -> Response[str]:
         return render(
             request,
@@ -142,6 +183,11 @@ class CustomerController(Controller):
                 "values": values,
                 "errors": errors,
                 "coupons": await choices(db_session, ctx.env_ref, "coupons"),
+                "provision": provision or provision_values(),
+                "provision_errors": provision_errors or {},
+                "preview": preview,
+                "previewed": fingerprint(provision) if preview and provision else "",
+                **await customer_section(db_session, ctx, customer),
             },
             status_code=status_code,
         )
