@@ -196,6 +196,7 @@ async def test_upgrade_is_immediate_downgrade_is_scheduled(
                     OutboxEvent.environment_pk == await catalog.env_pk(),
                     OutboxEvent.entity_type == "subscription",
                 )
+                .order_by(OutboxEvent.pk)
             )
         ).all()
     assert changes[0] == "created"
