@@ -47,7 +47,7 @@ class FastReader:
             async with self._pool_lock:
                 if self._pool is None:
                     dsn = re.sub(r"^postgresql\+asyncpg://", "postgresql://", self.url)
-                    self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=8)
+                    self._pool = await asyncpg.create_pool(dsn, min_size=2, max_size=16)
         return self._pool
 
     def _postgres_sql(self, sql: str) -> tuple[str, list[str]]:

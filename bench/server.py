@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -36,11 +37,18 @@ class RunningServer:
 def postgres_bench_url() -> str | None:
     """A fresh PostgreSQL database for one benchmark run, or None when PostgreSQL is not reachable."""
     sys.path.insert(0, str(ROOT))
-    from tests.support.databases import create_postgres_database, postgres_reachable, postgres_url
+    from tests.support.databases import (
+        create_postgres_database,
+        drop_postgres_database,
+        postgres_reachable,
+        postgres_url,
+    )
 
     if not postgres_reachable():
         return None
-    return postgres_url(create_postgres_database())
+    name = create_postgres_database()
+    atexit.register(drop_postgres_database, name)  # benchmarks leave no databases behind
+    return postgres_url(name)
 
 
 @contextlib.contextmanager
