@@ -36,6 +36,9 @@ def _extra_route_handlers(settings: Settings) -> list[Any]:
     from app.api.routes import api_router
 
     handlers.append(api_router)
+    from app.billing.routes import webhook_router
+
+    handlers.append(webhook_router)
     try:
         from app.widgets.routes import widget_router  # pyright: ignore[reportMissingImports]
 
@@ -65,7 +68,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         worker_task: asyncio.Task[None] | None = None
-        worker = Worker(database, default_jobs())
+        worker = Worker(database, default_jobs(settings))
         if settings.embedded_worker:
             worker_task = asyncio.create_task(worker.run_forever(), name="tollgate-worker")
         try:

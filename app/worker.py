@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from app.db import Database
+from app.settings import Settings
 
 logger = logging.getLogger("tollgate.worker")
 
@@ -65,7 +66,11 @@ class Worker:
         self._stopping.set()
 
 
-def default_jobs() -> list[Job]:
+def default_jobs(settings: Settings | None = None) -> list[Job]:
     """Every periodic job the product has; each package contributes its own."""
+    from app.billing.jobs import billing_jobs
+    from app.settings import load_settings
+
     jobs: list[Job] = []
+    jobs += billing_jobs(settings or load_settings())
     return jobs

@@ -9,6 +9,7 @@ from app.api.customers import CUSTOMER_CONTROLLERS
 from app.api.deps import API_DEPENDENCIES
 from app.api.integrations import INTEGRATION_CONTROLLERS
 from app.api.subscriptions import SUBSCRIPTION_HANDLERS
+from app.api.sync import SYNC_CONTROLLERS
 
 api_router = Router(
     path="/api/v1",
@@ -17,6 +18,7 @@ api_router = Router(
         *CUSTOMER_CONTROLLERS,
         *SUBSCRIPTION_HANDLERS,
         *INTEGRATION_CONTROLLERS,
+        *SYNC_CONTROLLERS,
     ],
     dependencies=API_DEPENDENCIES,
 )
