@@ -31,9 +31,13 @@ class Synced:
         self.engine = SyncEngine(database, settings)
         self.stripe: stripe.StripeClient
         self.env_pk = 0
+        self.account_id = ""
 
     async def connect(self) -> None:
         await self.api.ok("put", "/integrations/stripe", {"mode": "SANDBOX"}, status=200)
+        await self.connect_existing()
+
+    async def connect_existing(self) -> None:
         async with self.database.session() as session:
             self.env_pk = await session.scalar(
                 select(Environment.pk).where(Environment.slug == self.api.created.environment_id)
@@ -43,6 +47,7 @@ class Synced:
             )
             assert row is not None
             key = IntegrationService(session, self.settings).api_key(row)
+            self.account_id = row.account_id
         self.stripe = self.sandbox.client(key)
 
     async def drain(self) -> None:
