@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -70,15 +71,15 @@ async def setup_paid_subscription(
 
 
 async def wait_processed(
-    database: Database, settings: Settings, sandbox: RunningSandbox, until: Any, timeout: float = 10
+    database: Database, settings: Settings, sandbox: RunningSandbox, until: Any, seconds: float = 10
 ) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         sandbox.control.drain(timeout=2)
         await process_pending(database, settings, utcnow())
         if await until():
             return
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
     raise AssertionError("condition not reached")
 
 
@@ -151,12 +152,13 @@ async def test_signature_and_unknown_integration(
     http = Http(live, api)
     integration = http.ok("PUT", "/integrations/stripe", {"mode": "SANDBOX"}, status=200)
     url = f"{live.url}/webhooks/stripe/{integration['integrationId']}"
+    raw = httpx.AsyncClient(timeout=30)
     body = '{"id": "evt_test_1", "type": "invoice.paid", "created": 1, "data": {"object": {"id": "in_x", "object": "invoice"}}}'
-    bad = httpx.post(url, content=body, headers={"Stripe-Signature": sign(body, "whsec_wrong")})
+    bad = await raw.post(url, content=body, headers={"Stripe-Signature": sign(body, "whsec_wrong")})
     assert bad.status_code == 400
     assert bad.headers["content-type"].startswith("application/problem+json")
     assert bad.json()["code"] == "webhook_signature_invalid"
-    missing = httpx.post(
+    missing = await raw.post(
         f"{live.url}/webhooks/stripe/int_nope", content=body, headers={"Stripe-Signature": "t=1,v1=x"}
     )
     assert missing.status_code == 404 and missing.json()["code"] == "integration_not_found"
@@ -164,8 +166,8 @@ async def test_signature_and_unknown_integration(
 
     secret = (await _endpoint(database, live.settings, integration["integrationId"])).secret
     headers = {"Stripe-Signature": sign(body, secret)}
-    first = httpx.post(url, content=body, headers=headers)
-    second = httpx.post(url, content=body, headers=headers)
+    first = await raw.post(url, content=body, headers=headers)
+    second = await raw.post(url, content=body, headers=headers)
     assert first.status_code == 200 and first.json() == {"received": True, "duplicate": False}
     assert second.status_code == 200 and second.json()["duplicate"] is True
     # Not ours (no such invoice in Stripe for us): processed without touching anything.
