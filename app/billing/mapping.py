@@ -68,6 +68,7 @@ REASONS = {
     "customer_sync_disabled": "Customer syncing is turned off for this environment.",
     "subscription_sync_disabled": "Subscription syncing is turned off for this environment.",
     "customer_not_synced": "The subscription waits for its customer, which is not synced.",
+    "customer_failed": "Its customer could not be synced; retry the customer.",
     "subscription_limit": "Stripe allows at most 500 active subscriptions per customer.",
     "no_integration": "This environment is not connected to Stripe.",
 }

@@ -160,7 +160,14 @@ async def retry_sync(
     pk = await session.scalar(select(model.pk).where(model.environment_pk == env.pk, model.ref == ref))
     if pk is None:
         raise not_found(entity_type, ref)
-    await mark_pending(session, {(env.pk, entity_type, pk)}, dt.datetime.now(dt.UTC))
+    targets = {(env.pk, entity_type, pk)}
+    if entity_type == "customer":
+        # Its subscriptions wait for it: retry them together.
+        for sub_pk in (
+            await session.scalars(select(Subscription.pk).where(Subscription.customer_pk == pk))
+        ).all():
+            targets.add((env.pk, "subscription", sub_pk))
+    await mark_pending(session, targets, dt.datetime.now(dt.UTC))
     out = await sync_state_for(session, settings, env, entity_type, pk)
     assert out is not None
     return out

@@ -69,7 +69,7 @@ logger = logging.getLogger("tollgate.sync")
 
 S = SubscriptionStatus
 SYNCED_TYPES = ("plan", "addon", "coupon", "customer", "subscription")
-CLAIM_SECONDS = 120
+SANDBOX_GRACE_PERIOD_SECONDS = 3600
 MAX_BACKOFF_SECONDS = 600.0
 # Catalog before customers before subscriptions inside one claimed batch.
 _ORDER = case(
@@ -267,6 +267,13 @@ class SyncEngine:
                     out.add((env_pk, kind, pk))
         elif entity_type == "integration":
             out |= await all_entities(session, env_pk)
+            row = await session.get(StripeIntegration, entity_pk)
+            if row is not None and row.mode is StripeMode.SANDBOX:
+                # Usage billing needs >= 1 h between a renewal invoice's creation and its
+                # finalisation. The sandbox always waits an hour; Stripe exposes no API for
+                # this Dashboard setting, so Test and Live mode leave it unknown (None) and
+                # the integration tells the user to check it.
+                row.invoice_grace_period_seconds = SANDBOX_GRACE_PERIOD_SECONDS
         return out
 
     # -- step 2: sync due states -------------------------------------------------------------
@@ -300,7 +307,7 @@ class SyncEngine:
             if not self.database.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
             states = (await session.scalars(query)).all()
-            until = now + dt.timedelta(seconds=CLAIM_SECONDS)
+            until = now + dt.timedelta(seconds=self.settings.sync_claim_seconds)
             for state in states:
                 state.claimed_until = until
                 state.attempts += 1
@@ -773,6 +780,14 @@ class SyncEngine:
             return Outcome(SyncStatus.NOT_SYNCED, reason=reason)
         # Dependencies first: the customer, the prices, the coupon.
         if customer.billing_id is None:
+            customer_state = await self._state_of(env.pk, "customer", customer.pk)
+            if customer_state is not None and customer_state.status is SyncStatus.FAILED:
+                # A permanent error stays until someone retries the customer (which retries this too).
+                return Outcome(
+                    SyncStatus.FAILED,
+                    reason="customer_failed",
+                    error=f"Its customer could not be synced: {customer_state.error_message}",
+                )
             await self.sync_entity(env.pk, "customer", customer.pk)
             async with self.database.session() as session:
                 customer = await session.get_one(Customer, sub.customer_pk)

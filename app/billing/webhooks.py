@@ -164,7 +164,14 @@ def is_echo(event: dict[str, Any]) -> bool:
 _ECHO_IGNORABLE = {"customer.updated", "customer.subscription.created", "customer.subscription.updated"}
 
 
-async def process_pending(database: Database, settings: Settings, now: dt.datetime, limit: int = 100) -> int:
+async def process_pending(
+    database: Database,
+    settings: Settings,
+    now: dt.datetime,
+    limit: int = 100,
+    *,
+    environment_pk: int | None = None,
+) -> int:
     async with database.session() as session:
         query = (
             select(WebhookEvent.pk)
@@ -172,6 +179,8 @@ async def process_pending(database: Database, settings: Settings, now: dt.dateti
             .order_by(WebhookEvent.received_at, WebhookEvent.pk)
             .limit(limit)
         )
+        if environment_pk is not None:
+            query = query.where(WebhookEvent.environment_pk == environment_pk)
         if not database.is_sqlite:
             query = query.with_for_update(skip_locked=True)
         pks = list((await session.scalars(query)).all())
@@ -216,6 +225,12 @@ async def _process_one(database: Database, settings: Settings, box: SecretBox, p
                 for handler in handlers:
                     await handler(ctx, event)
         except Exception as error:
+            if isinstance(error, stripe.InvalidRequestError) and error.http_status == 404:
+                # The object is gone from Stripe (or was never in this account): nothing to apply.
+                row.status = WebhookStatus.IGNORED
+                row.processed_at = utcnow()
+                row.error = error.user_message
+                return
             message = error.user_message if isinstance(error, stripe.StripeError) else str(error)
             logger.warning("webhook %s (%s) failed: %s", row.event_id, row.event_type, message)
             row.error = message or type(error).__name__
@@ -320,3 +335,7 @@ async def on_invoice_payment(ctx: EventContext, event: dict[str, Any]) -> None:
     if sub_id:
         # The subscription's status says whether it is paid up: one source of truth.
         await _apply_subscription(ctx, sub_id)
+
+
+# Registers the invoice.created handler (usage on renewal invoices).
+from app.billing import usage_billing  # noqa: E402, F401

@@ -218,7 +218,8 @@ async def test_sync_disabled_and_retry(synced: Synced) -> None:
     bad = await api.post("/sync-states/widget/c1/retry")
     assert bad.status_code == 400 and problem_code(bad) == "invalid_entity_type"
     filtered = await api.ok("get", "/sync-states?status=PENDING")
-    assert [s["entityId"] for s in filtered["data"]] == ["c1"]
+    # Retrying a customer retries the subscriptions waiting for it.
+    assert sorted(s["entityId"] for s in filtered["data"]) == ["c1", "s1"]
 
 
 async def test_subscription_limit_per_customer(synced: Synced, monkeypatch: pytest.MonkeyPatch) -> None:
