@@ -22,11 +22,12 @@ its coupon exist in Stripe before it is created.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +113,7 @@ class RateBudget:
 @dataclass
 class Stats:
     calls: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
     synced: int = 0
     changed: int = 0
     failed: int = 0
@@ -172,12 +174,28 @@ class SyncEngine:
         self._clients: dict[tuple[int, str], stripe.StripeClient] = {}
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
         self.concurrency = 8
+        # SQLite has one writer: queue our transactions here rather than in SQLite's busy
+        # handler, which sleeps in growing steps and would waste most of the budget.
+        self._db_lock = asyncio.Lock() if database.is_sqlite else None
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        if self._db_lock is None:
+            async with self.database.session() as session:
+                yield session
+            return
+        async with self._db_lock, self.database.session() as session:
+            yield session
 
     # -- Stripe calls ------------------------------------------------------------------------
     async def call(self, name: str, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
         await self.budget.acquire()
         self.stats.count(name)
-        return await fn(*args, **kwargs)
+        started = time.perf_counter()
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            self.stats.seconds[name] = self.stats.seconds.get(name, 0.0) + time.perf_counter() - started
 
     async def conn(self, session: AsyncSession, env_pk: int) -> Conn | None:
         row = await session.scalar(
@@ -208,7 +226,7 @@ class SyncEngine:
 
     # -- step 1: outbox -> sync states -------------------------------------------------------
     async def ingest_outbox(self, now: dt.datetime, limit: int = 500) -> int:
-        async with self.database.session() as session:
+        async with self._session() as session:
             query = (
                 select(OutboxEvent)
                 .where(OutboxEvent.processed_at.is_(None), OutboxEvent.available_at <= now)
@@ -293,7 +311,7 @@ class SyncEngine:
         return len(claimed)
 
     async def _claim(self, now: dt.datetime, limit: int) -> list[tuple[int, str, int, int]]:
-        async with self.database.session() as session:
+        async with self._session() as session:
             query = (
                 select(SyncState)
                 .where(
@@ -319,7 +337,7 @@ class SyncEngine:
         """Make Stripe match one entity now, and record the outcome in its sync state."""
         lock = self._locks.setdefault((entity_type, entity_pk), asyncio.Lock())
         async with lock:
-            async with self.database.session() as session:
+            async with self._session() as session:
                 state = await _state(session, env_pk, entity_type, entity_pk)
                 version = state.desired_version if state else 0
                 conn = await self.conn(session, env_pk)
@@ -350,7 +368,7 @@ class SyncEngine:
     async def _record_retry(
         self, env_pk: int, entity_type: str, entity_pk: int, message: str, attempts: int
     ) -> None:
-        async with self.database.session() as session:
+        async with self._session() as session:
             state = await _state(session, env_pk, entity_type, entity_pk, create=True)
             assert state is not None
             state.status = SyncStatus.PENDING
@@ -363,7 +381,7 @@ class SyncEngine:
     ) -> None:
         for attempt in range(5):
             try:
-                async with self.database.session() as session:
+                async with self._session() as session:
                     await self._record_in(session, env_pk, entity_type, entity_pk, version, outcome)
                 return
             except (OperationalError, DBAPIError):
@@ -446,7 +464,7 @@ class SyncEngine:
         return {role: stripe_id for role, stripe_id in rows.all()}
 
     async def _state_of(self, env_pk: int, entity_type: str, entity_pk: int) -> SyncState | None:
-        async with self.database.session() as session:
+        async with self._session() as session:
             return await _state(session, env_pk, entity_type, entity_pk)
 
     # -- plans and add-ons -------------------------------------------------------------------
@@ -459,7 +477,7 @@ class SyncEngine:
     async def _sync_catalog(self, conn: Conn, kind: str, pk: int) -> Outcome:
         model = Plan if kind == "plan" else Addon
         env = conn.env
-        async with self.database.session() as session:
+        async with self._session() as session:
             owner = await session.get(model, pk)
             if owner is None:
                 return Outcome(SyncStatus.NOT_SYNCED, reason="deleted")
@@ -632,7 +650,7 @@ class SyncEngine:
 
     # -- coupons -----------------------------------------------------------------------------
     async def _sync_coupon(self, conn: Conn, pk: int, attempts: int) -> Outcome:
-        async with self.database.session() as session:
+        async with self._session() as session:
             coupon = await session.get(Coupon, pk)
             objects = await self._objects(session, conn.env.pk, "coupon", pk)
         if coupon is None:
@@ -688,7 +706,7 @@ class SyncEngine:
     # -- customers ---------------------------------------------------------------------------
     async def _sync_customer(self, conn: Conn, pk: int, attempts: int) -> Outcome:
         env = conn.env
-        async with self.database.session() as session:
+        async with self._session() as session:
             customer = await session.get(Customer, pk)
             if customer is None:
                 return Outcome(SyncStatus.NOT_SYNCED, reason="deleted")
@@ -759,7 +777,7 @@ class SyncEngine:
     async def _sync_subscription(self, conn: Conn, pk: int, attempts: int) -> Outcome:
         env = conn.env
         client = conn.client
-        async with self.database.session() as session:
+        async with self._session() as session:
             sub = await session.get(Subscription, pk)
             if sub is None:
                 return Outcome(SyncStatus.NOT_SYNCED, reason="deleted")
@@ -789,7 +807,7 @@ class SyncEngine:
                     error=f"Its customer could not be synced: {customer_state.error_message}",
                 )
             await self.sync_entity(env.pk, "customer", customer.pk)
-            async with self.database.session() as session:
+            async with self._session() as session:
                 customer = await session.get_one(Customer, sub.customer_pk)
             if customer.billing_id is None:
                 state = await self._state_of(env.pk, "customer", customer.pk)
@@ -809,7 +827,7 @@ class SyncEngine:
             desired["discounts"] = [{"coupon": coupon_id}]
         billing_id = sub.billing_id
         if billing_id is None:
-            async with self.database.session() as session:
+            async with self._session() as session:
                 live = await session.scalar(
                     select(func.count())
                     .select_from(Subscription)
@@ -920,7 +938,7 @@ class SyncEngine:
     ) -> tuple[dict[str, int], str | None]:
         """{Stripe price id: quantity} for the subscription, syncing missing prices first."""
         env = conn.env
-        async with self.database.session() as session:
+        async with self._session() as session:
             addon_rows = list(
                 (
                     await session.scalars(
@@ -936,7 +954,7 @@ class SyncEngine:
         for kind, owner_pk, version_pk, quantity in owners:
             if version_pk is None:
                 continue
-            async with self.database.session() as session:
+            async with self._session() as session:
                 charges = list(
                     (await session.scalars(select(Charge).where(Charge.price_version_pk == version_pk))).all()
                 )
@@ -963,7 +981,7 @@ class SyncEngine:
                 outcome = await self.sync_entity(env.pk, kind, owner_pk)
                 if outcome.status is SyncStatus.PENDING:
                     raise Transient(outcome.error or f"waiting for the {kind}'s prices")
-                async with self.database.session() as session:
+                async with self._session() as session:
                     objects = await self._objects(session, env.pk, kind, owner_pk)
                 missing = [c for c in charges if m.price_role(c) not in objects]
                 for charge in missing:
@@ -997,7 +1015,7 @@ class SyncEngine:
     async def _add_object(
         self, env_pk: int, entity_type: str, entity_pk: int, role: str, stripe_id: str
     ) -> None:
-        async with self.database.session() as session:
+        async with self._session() as session:
             session.add(
                 StripeObject(
                     environment_pk=env_pk,
