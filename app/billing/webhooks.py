@@ -10,6 +10,7 @@ re-fetch the object from Stripe, so order and duplicates do not matter.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -114,15 +115,79 @@ async def receive(
         "attempts": 0,
         "received_at": utcnow(),
     }
-    insert = sqlite_insert if database.is_sqlite else pg_insert
-    statement = (
-        insert(WebhookEvent)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["integration_pk", "event_id"])
-    )
-    async with database.session() as session:
-        result = await session.execute(statement)
-    return bool(getattr(result, "rowcount", 1))
+    return await _batcher(database).store(values)
+
+
+class _Batcher:
+    """Group commit for received events: concurrent deliveries share one INSERT and one commit.
+
+    Each delivery still waits for its own row to be committed before it is answered, so a
+    2xx always means "stored"; batching only removes a transaction per event (the limit on
+    SQLite's single writer, and most of the cost on PostgreSQL).
+    """
+
+    MAX_BATCH = 500
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.queue: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def store(self, values: dict[str, Any]) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.queue.append((values, future))
+        self.wake.set()
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run(), name="tollgate-webhook-batcher")
+        return await future
+
+    async def _run(self) -> None:
+        while self.queue:
+            batch, self.queue = self.queue[: self.MAX_BATCH], self.queue[self.MAX_BATCH :]
+            self.wake.clear()
+            try:
+                inserted = await self._insert([values for values, _ in batch])
+            except Exception as error:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for values, future in batch:
+                key = (values["integration_pk"], values["event_id"])
+                new = key in inserted
+                inserted.discard(key)  # a duplicate inside the same batch is not new
+                if not future.done():
+                    future.set_result(new)
+            if not self.queue:
+                # Let deliveries that arrived while we wrote join the next batch.
+                await asyncio.sleep(0)
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
+        insert = sqlite_insert if self.database.is_sqlite else pg_insert
+        unique: dict[tuple[int, str], dict[str, Any]] = {}
+        for row in rows:
+            unique.setdefault((row["integration_pk"], row["event_id"]), row)
+        statement = (
+            insert(WebhookEvent)
+            .values(list(unique.values()))
+            .on_conflict_do_nothing(index_elements=["integration_pk", "event_id"])
+            .returning(WebhookEvent.integration_pk, WebhookEvent.event_id)
+        )
+        async with self.database.session() as session:
+            result = await session.execute(statement)
+            return {(int(a), str(b)) for a, b in result.all()}
+
+
+_batchers: dict[tuple[int, int], _Batcher] = {}
+
+
+def _batcher(database: Database) -> _Batcher:
+    key = (id(database), id(asyncio.get_running_loop()))
+    batcher = _batchers.get(key)
+    if batcher is None or batcher.database is not database:
+        batcher = _batchers[key] = _Batcher(database)
+    return batcher
 
 
 async def store_events(

@@ -215,6 +215,60 @@ async def test_dropped_webhooks_are_caught_up(world: World) -> None:
     assert await catch_up(world.database, world.live.settings) == 0
 
 
+async def paying_subscription(world: World, plan: str) -> tuple[str, str]:
+    """Customer c0 on `plan`, with a card in Stripe (what Checkout would do), synced."""
+    world.ok("POST", "/customers", {"id": "c0"})
+    # The customer reaches Stripe first and gets its card there; then the subscription.
+    world.ok("PATCH", "/integrations/stripe", {"syncSubscriptions": False})
+    world.ok("POST", "/subscriptions", {"customerId": "c0", "planId": plan, "subscriptionId": "s0"})
+    await drain(world.engine())
+    customer_id = world.ok("GET", "/sync-states?entityType=customer")["data"][0]["billingId"]
+    pm = world.stripe.v1.payment_methods.attach("pm_card_visa", params={"customer": customer_id})
+    world.stripe.v1.customers.update(
+        customer_id, params={"invoice_settings": {"default_payment_method": pm.id}}
+    )
+    async with world.database.session() as session:
+        await session.execute(
+            update(Customer).where(Customer.billing_id == customer_id).values(has_payment_method=True)
+        )
+    world.ok("PATCH", "/integrations/stripe", {"syncSubscriptions": True})
+    await drain(world.engine())
+    sub_id = world.ok("GET", "/sync-states?entityType=subscription")["data"][0]["billingId"]
+    return customer_id, sub_id
+
+
+async def test_failed_renewal_payment_makes_the_subscription_payment_pending(world: World) -> None:
+    world.ok("POST", "/products", {"id": "acme", "name": "Acme"})
+    world.ok(
+        "POST",
+        "/plans",
+        {"id": "basic", "productId": "acme", "name": "Basic", "pricingType": "PAID", "charges": [flat(1000)]},
+    )
+    world.ok("POST", "/plans/basic/publish", status=200)
+    customer_id, sub_id = await paying_subscription(world, "basic")
+    assert world.stripe.v1.subscriptions.retrieve(sub_id).status == "active"
+    failing = world.stripe.v1.payment_methods.attach(
+        "pm_card_chargeCustomerFail", params={"customer": customer_id}
+    )
+    world.stripe.v1.customers.update(
+        customer_id, params={"invoice_settings": {"default_payment_method": failing.id}}
+    )
+    period_end = world.stripe.v1.subscriptions.retrieve(sub_id)["items"].data[0].current_period_end
+    world.sandbox.control.advance_clock(period_end - world.sandbox.control.status()["now"] + 3700)
+    world.sandbox.control.drain(timeout=5)
+    await process_pending(world.database, world.live.settings, utcnow(), environment_pk=world.env_pk)
+    assert world.stripe.v1.subscriptions.retrieve(sub_id).status == "past_due"
+    assert world.ok("GET", "/subscriptions/s0")["status"] == "PAYMENT_PENDING"
+    # The card is fixed and the invoice paid: invoice.paid brings it back to ACTIVE.
+    good = world.stripe.v1.payment_methods.attach("pm_card_visa", params={"customer": customer_id})
+    invoice = world.stripe.v1.subscriptions.retrieve(sub_id).latest_invoice
+    assert isinstance(invoice, str)
+    world.stripe.v1.invoices.pay(invoice, params={"payment_method": good.id})
+    world.sandbox.control.drain(timeout=5)
+    await process_pending(world.database, world.live.settings, utcnow(), environment_pk=world.env_pk)
+    assert world.ok("GET", "/subscriptions/s0")["status"] == "ACTIVE"
+
+
 async def test_usage_is_billed_once_on_the_renewal_invoice(world: World) -> None:
     world.ok(
         "POST",
@@ -250,23 +304,7 @@ async def test_usage_is_billed_once_on_the_renewal_invoice(world: World) -> None
         },
     )
     world.ok("POST", "/plans/metered/publish", status=200)
-    world.ok("POST", "/customers", {"id": "c0"})
-    # The customer reaches Stripe first and gets a card there (what Checkout would do).
-    world.ok("PATCH", "/integrations/stripe", {"syncSubscriptions": False})
-    world.ok("POST", "/subscriptions", {"customerId": "c0", "planId": "metered", "subscriptionId": "s0"})
-    await drain(world.engine())
-    customer_id = world.ok("GET", "/sync-states?entityType=customer")["data"][0]["billingId"]
-    pm = world.stripe.v1.payment_methods.attach("pm_card_visa", params={"customer": customer_id})
-    world.stripe.v1.customers.update(
-        customer_id, params={"invoice_settings": {"default_payment_method": pm.id}}
-    )
-    async with world.database.session() as session:
-        await session.execute(
-            update(Customer).where(Customer.billing_id == customer_id).values(has_payment_method=True)
-        )
-    world.ok("PATCH", "/integrations/stripe", {"syncSubscriptions": True})
-    await drain(world.engine())
-    sub_id = world.ok("GET", "/sync-states?entityType=subscription")["data"][0]["billingId"]
+    customer_id, sub_id = await paying_subscription(world, "metered")
     world.ok(
         "POST",
         "/usage",
