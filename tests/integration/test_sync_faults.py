@@ -304,7 +304,7 @@ async def test_usage_is_billed_once_on_the_renewal_invoice(world: World) -> None
         },
     )
     world.ok("POST", "/plans/metered/publish", status=200)
-    customer_id, sub_id = await paying_subscription(world, "metered")
+    _, sub_id = await paying_subscription(world, "metered")
     world.ok(
         "POST",
         "/usage",
