@@ -251,3 +251,116 @@ async def test_subscription_limit_per_customer(synced: Synced, monkeypatch: pyte
     assert [states[f"subscription:m{i}"]["status"] for i in range(3)] == ["SYNCED", "SYNCED", "FAILED"]
     assert "at most 2 active subscriptions" in states["subscription:m2"]["errorMessage"]
     assert states["subscription:m2"]["canRetry"] is True
+
+
+async def test_changes_flow_to_stripe_addons_coupon_quantities_rename_cancel(synced: Synced) -> None:
+    api = synced.api
+    await catalog(api)
+    await api.ok(
+        "post",
+        "/addons",
+        {
+            "id": "extra",
+            "productId": "acme",
+            "name": "Extra Seats",
+            "maxQuantity": 5,
+            "charges": [charge(300)],
+        },
+    )
+    await api.ok("post", "/addons/extra/publish", status=200)
+    await api.ok("patch", "/plans/basic", {"compatibleAddonIds": ["extra"]})
+    await api.ok("post", "/customers", {"id": "buyer", "name": "Buyer"}, status=201)
+    await api.ok(
+        "post",
+        "/subscriptions",
+        {
+            "customerId": "buyer",
+            "planId": "basic",
+            "subscriptionId": "s1",
+            "addons": [{"addonId": "extra", "quantity": 2}],
+            "unitQuantities": [{"featureId": "seats", "quantity": 1}],
+            "couponId": "half",
+        },
+    )
+    await synced.drain()
+    states = await synced.states()
+    addon = synced.stripe.v1.products.retrieve(states["addon:extra"]["billingId"])
+    assert addon.name == "Acme Extra Seats Add-on"
+    assert addon.metadata is not None and addon.metadata["tollgateEntityUrl"].endswith(
+        "/admin/addons/extra?env=" + api.created.environment_id
+    )
+    sub_id = states["subscription:s1"]["billingId"]
+
+    def items() -> list[tuple[int | None, int | None]]:
+        sub = synced.stripe.v1.subscriptions.retrieve(sub_id)
+        return sorted((i.price.unit_amount, i.quantity) for i in sub["items"].data)
+
+    assert items() == [(300, 2), (500, 1), (1000, 1)]
+    sub = synced.stripe.v1.subscriptions.retrieve(sub_id)
+    assert sub.discounts, "the coupon is applied as a discount"
+
+    await api.ok(
+        "patch",
+        "/subscriptions/s1",
+        {
+            "unitQuantities": [{"featureId": "seats", "quantity": 4}],
+            "addons": [{"addonId": "extra", "quantity": 3}],
+        },
+    )
+    await api.ok("patch", "/products/acme", {"name": "Acme Cloud"})
+    await api.ok("patch", "/customers/buyer", {"email": "buyer@example.com"})
+    await synced.drain()
+    assert items() == [(300, 3), (500, 4), (1000, 1)]
+    assert (
+        synced.stripe.v1.products.retrieve(states["plan:basic"]["billingId"]).name == "Acme Cloud Basic Plan"
+    )
+    assert (
+        synced.stripe.v1.customers.retrieve(states["customer:buyer"]["billingId"]).email
+        == "buyer@example.com"
+    )
+
+    await api.ok(
+        "post", "/subscriptions/s1/cancel", {"cancellationTime": "END_OF_BILLING_PERIOD"}, status=200
+    )
+    await synced.drain()
+    assert synced.stripe.v1.subscriptions.retrieve(sub_id).cancel_at_period_end is True
+    await api.ok("post", "/subscriptions/s1/cancel", {"cancellationTime": "IMMEDIATE"}, status=200)
+    await synced.drain()
+    assert synced.stripe.v1.subscriptions.retrieve(sub_id).status == "canceled"
+    # Exactly one Stripe subscription and customer throughout.
+    assert len(synced.stripe.v1.subscriptions.list(params={"status": "all"}).data) == 1
+    assert len(synced.stripe.v1.customers.list().data) == 1
+
+
+async def test_trials_converting_are_synced_cancelling_ones_are_not(synced: Synced) -> None:
+    api = synced.api
+    await catalog(api)
+    for ref, behavior in (("trial-paid", "CONVERT_TO_PAID"), ("trial-free", "CANCEL_SUBSCRIPTION")):
+        await api.ok(
+            "post",
+            "/plans",
+            {
+                "id": ref,
+                "productId": "acme",
+                "name": ref.title(),
+                "pricingType": "PAID",
+                "charges": [charge(700)],
+                "defaultTrial": {"durationDays": 14, "trialEndBehavior": behavior},
+            },
+        )
+        await api.ok("post", f"/plans/{ref}/publish", status=200)
+    await api.ok("post", "/customers", {"id": "converting"}, status=201)
+    await api.ok("post", "/customers", {"id": "trying"}, status=201)
+    await api.ok(
+        "post", "/subscriptions", {"customerId": "converting", "planId": "trial-paid", "subscriptionId": "t1"}
+    )
+    await api.ok(
+        "post", "/subscriptions", {"customerId": "trying", "planId": "trial-free", "subscriptionId": "t2"}
+    )
+    await synced.drain()
+    states = await synced.states()
+    assert states["subscription:t1"]["status"] == "SYNCED"
+    assert states["subscription:t2"]["reason"] == "trial"
+    assert states["customer:trying"]["reason"] == "trials_only"
+    sub = synced.stripe.v1.subscriptions.retrieve(states["subscription:t1"]["billingId"])
+    assert sub.status == "trialing" and sub.trial_end is not None
