@@ -33,14 +33,15 @@ RECONCILE_EVERY_SECONDS = 3600.0
 CATCH_UP_EVERY_SECONDS = 300.0
 
 # One engine (and so one rate budget) per database per process.
-_engines: dict[int, SyncEngine] = {}
+_engines: dict[tuple[int, int], SyncEngine] = {}
 
 
 def engine_for(database: Database, settings: Settings) -> SyncEngine:
-    engine = _engines.get(id(database))
-    if engine is None or engine.database is not database:
+    key = (id(database), id(settings))
+    engine = _engines.get(key)
+    if engine is None or engine.database is not database or engine.settings is not settings:
         engine = SyncEngine(database, settings)
-        _engines[id(database)] = engine
+        _engines[key] = engine
     return engine
 
 
