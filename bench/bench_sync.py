@@ -295,7 +295,7 @@ async def run_webhooks(
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-hooks-") as folder, sandbox_process(folder) as sandbox_url:
         os.environ["TOLLGATE_STRIPE_SANDBOX_URL"] = sandbox_url
-        with tollgate_server(database_url, workers=2) as server:
+        with tollgate_server(database_url, workers=int(os.environ.get("BENCH_WEB_PROCESSES", "1"))) as server:
             conn = Connection("127.0.0.1", server.port)
             headers = {"X-API-KEY": server.server_key, "Content-Type": "application/json"}
             status, data = await conn.request(
@@ -385,7 +385,8 @@ def main() -> None:
     verdict = "ok" if hooks["http_rate"] >= 1000 else "below"
     print(
         f"{'POST /webhooks/stripe/{id}':<34} {hooks['http_rate']:>9.0f}  {verdict}"
-        f"  (p99 {hooks['p99']:.0f} ms, errors {hooks['errors']:.0f}; 2 web processes)"
+        f"  (p99 {hooks['p99']:.0f} ms, errors {hooks['errors']:.0f};"
+        f" {os.environ.get('BENCH_WEB_PROCESSES', '1')} web process(es), load generator in this one)"
     )
 
 
