@@ -229,6 +229,17 @@ def is_echo(event: dict[str, Any]) -> bool:
 _ECHO_IGNORABLE = {"customer.updated", "customer.subscription.created", "customer.subscription.updated"}
 
 
+def _load_handlers() -> None:
+    """Import the modules that register event handlers beside ours (built in parallel)."""
+    import importlib
+
+    for name in ("app.billing.checkout", "app.billing.portal"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
 async def process_pending(
     database: Database,
     settings: Settings,
@@ -255,6 +266,7 @@ async def process_pending(
         await session.execute(
             update(WebhookEvent).where(WebhookEvent.pk.in_(pks)).values(attempts=WebhookEvent.attempts + 1)
         )
+    _load_handlers()
     box = SecretBox(settings.secret)
     for pk in pks:
         await _process_one(database, settings, box, pk)
@@ -313,13 +325,21 @@ async def _process_one(database: Database, settings: Settings, box: SecretBox, p
 # -- handlers ---------------------------------------------------------------------------------
 async def ours(ctx: EventContext, entity_type: str, stripe_id: str) -> int | None:
     """Our entity pk for a Stripe object, or None when the object is not ours."""
-    return await ctx.session.scalar(
+    pk = await ctx.session.scalar(
         select(StripeObject.entity_pk).where(
             StripeObject.environment_pk == ctx.environment.pk,
             StripeObject.entity_type == entity_type,
             StripeObject.stripe_id == stripe_id,
         )
     )
+    if pk is None and entity_type == "subscription":
+        # Made by Checkout rather than by the sync: the domain row carries the Stripe id.
+        pk = await ctx.session.scalar(
+            select(Subscription.pk).where(
+                Subscription.environment_pk == ctx.environment.pk, Subscription.billing_id == stripe_id
+            )
+        )
+    return pk
 
 
 def _subscription_id(obj: dict[str, Any]) -> str | None:
