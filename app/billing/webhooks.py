@@ -231,13 +231,12 @@ _ECHO_IGNORABLE = {"customer.updated", "customer.subscription.created", "custome
 
 def _load_handlers() -> None:
     """Import the modules that register event handlers beside ours (built in parallel)."""
+    import contextlib
     import importlib
 
     for name in ("app.billing.checkout", "app.billing.portal"):
-        try:
+        with contextlib.suppress(ImportError):
             importlib.import_module(name)
-        except ImportError:
-            pass
 
 
 async def process_pending(
