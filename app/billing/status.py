@@ -18,7 +18,7 @@ from app.core.pagination import Page, check_limit
 from app.core.schemas import OutStruct
 from app.customers.models import Customer
 from app.environments.service import EnvironmentRef
-from app.settings import Settings
+from app.settings import Settings, load_settings
 from app.subscriptions.models import Subscription
 
 MODELS: dict[str, Any] = {
@@ -92,9 +92,15 @@ def _out(
 
 
 async def sync_state_for(
-    session: AsyncSession, settings: Settings, env: EnvironmentRef, entity_type: str, entity_pk: int
+    session: AsyncSession,
+    env: EnvironmentRef,
+    entity_type: str,
+    entity_pk: int,
+    *,
+    settings: Settings | None = None,
 ) -> SyncStateOut | None:
     """The console's one call: where does this entity stand with Stripe (None: never queued)."""
+    settings = settings or load_settings()
     model = _check_type(entity_type)
     state = await session.scalar(
         select(SyncState).where(
@@ -168,6 +174,6 @@ async def retry_sync(
         ).all():
             targets.add((env.pk, "subscription", sub_pk))
     await mark_pending(session, targets, dt.datetime.now(dt.UTC))
-    out = await sync_state_for(session, settings, env, entity_type, pk)
+    out = await sync_state_for(session, env, entity_type, pk, settings=settings)
     assert out is not None
     return out
