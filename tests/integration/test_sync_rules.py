@@ -364,3 +364,26 @@ async def test_trials_converting_are_synced_cancelling_ones_are_not(synced: Sync
     assert states["customer:trying"]["reason"] == "trials_only"
     sub = synced.stripe.v1.subscriptions.retrieve(states["subscription:t1"]["billingId"])
     assert sub.status == "trialing" and sub.trial_end is not None
+
+
+async def test_reconcile_repairs_drift(synced: Synced) -> None:
+    api = synced.api
+    await catalog(api)
+    await api.ok("post", "/customers", {"id": "payer", "name": "Payer"}, status=201)
+    await api.ok("post", "/subscriptions", {"customerId": "payer", "planId": "basic", "subscriptionId": "s1"})
+    await synced.drain()
+    states = await synced.states()
+    product_id = states["plan:basic"]["billingId"]
+    customer_id = states["customer:payer"]["billingId"]
+    sub_id = states["subscription:s1"]["billingId"]
+    # Someone edits Stripe by hand.
+    synced.stripe.v1.products.update(product_id, params={"name": "Renamed by hand"})
+    synced.stripe.v1.customers.update(customer_id, params={"name": "Wrong"})
+    synced.stripe.v1.subscriptions.update(sub_id, params={"cancel_at_period_end": True})
+    report = await reconcile_all(synced.database, synced.settings, environment_pk=synced.env_pk)
+    assert report.changed == 3 and report.failed == 0, report
+    assert synced.stripe.v1.products.retrieve(product_id).name == "Acme Basic Plan"
+    assert synced.stripe.v1.customers.retrieve(customer_id).name == "Payer"
+    assert synced.stripe.v1.subscriptions.retrieve(sub_id).cancel_at_period_end is False
+    again = await reconcile_all(synced.database, synced.settings, environment_pk=synced.env_pk)
+    assert again.changed == 0
