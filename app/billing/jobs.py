@@ -19,9 +19,9 @@ import stripe
 from sqlalchemy import select
 
 from app.billing.integration import WEBHOOK_EVENTS
-from app.billing.models import IntegrationStatus, StripeIntegration, StripeMode, SyncState, SyncStatus
+from app.billing.models import IntegrationStatus, StripeIntegration, SyncState, SyncStatus
 from app.billing.sync import SyncEngine, all_entities, mark_pending
-from app.billing.webhooks import process_pending, store_events
+from app.billing.webhooks import client_for, process_pending, store_events
 from app.core.crypto import SecretBox
 from app.db import Database, utcnow
 from app.settings import Settings
@@ -132,13 +132,8 @@ async def catch_up(database: Database, settings: Settings) -> int:
                 )
             ).all()
         )
-    from app.billing.gateway import api_base_for, stripe_client
-
     for integration in integrations:
-        api_key = box.decrypt(
-            integration.api_key_encrypted, purpose=f"stripe-integration:{integration.ref}:api_key"
-        )
-        client = stripe_client(api_key, api_base_for(settings, integration.mode is StripeMode.SANDBOX))
+        client = client_for(settings, box, integration)
         since = integration.last_event_created or int(integration.created_at.timestamp())
         params: dict[str, object] = {"created": {"gte": since}, "limit": 100, "types": WEBHOOK_EVENTS}
         try:

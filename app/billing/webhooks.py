@@ -219,6 +219,22 @@ async def store_events(
     return stored
 
 
+# One client (and so one connection pool) per integration and key, not one per event.
+_clients: dict[tuple[int, str, str | None], stripe.StripeClient] = {}
+
+
+def client_for(settings: Settings, box: SecretBox, integration: StripeIntegration) -> stripe.StripeClient:
+    base = api_base_for(settings, integration.mode is StripeMode.SANDBOX)
+    key = (integration.pk, integration.api_key_encrypted, base)
+    client = _clients.get(key)
+    if client is None:
+        api_key = box.decrypt(
+            integration.api_key_encrypted, purpose=f"stripe-integration:{integration.ref}:api_key"
+        )
+        client = _clients[key] = stripe_client(api_key, base)
+    return client
+
+
 def is_echo(event: dict[str, Any]) -> bool:
     request = event.get("request") or {}
     key = request.get("idempotency_key") if isinstance(request, dict) else None
@@ -285,10 +301,7 @@ async def _process_one(database: Database, settings: Settings, box: SecretBox, p
             row.status = WebhookStatus.IGNORED
             row.processed_at = utcnow()
             return
-        api_key = box.decrypt(
-            integration.api_key_encrypted, purpose=f"stripe-integration:{integration.ref}:api_key"
-        )
-        client = stripe_client(api_key, api_base_for(settings, integration.mode is StripeMode.SANDBOX))
+        client = client_for(settings, box, integration)
         ctx = EventContext(
             session=session,
             settings=settings,
