@@ -221,6 +221,24 @@ def cmd_admin_create_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync_reconcile(_: argparse.Namespace) -> int:
+    from app.billing.jobs import reconcile_all
+
+    settings = load_settings()
+    _configure_logging(settings.log_level)
+
+    async def run() -> list[str]:
+        database = Database(settings.database_url)
+        try:
+            return (await reconcile_all(database, settings)).lines()
+        finally:
+            await database.dispose()
+
+    asyncio.run(_migrate(settings))
+    print("\n".join(asyncio.run(run())))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tollgate", description="Pricing and entitlements on top of Stripe."
@@ -262,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run background jobs (any number of these may run)")
     worker.add_argument("--once", action="store_true", help="run every job once and exit")
     worker.set_defaults(func=cmd_worker)
+
+    sync = sub.add_parser("sync", help="Stripe sync")
+    sync_sub = sync.add_subparsers(dest="sync_command", required=True)
+    reconcile = sync_sub.add_parser("reconcile", help="compare everything with Stripe, repair drift, report")
+    reconcile.set_defaults(func=cmd_sync_reconcile)
 
     sandbox = sub.add_parser("sandbox", help="run the offline Stripe-compatible sandbox on its own")
     sandbox.add_argument("--port", type=int, default=12111)

@@ -31,17 +31,22 @@ def healthz() -> dict[str, str]:
 
 
 def _extra_route_handlers(settings: Settings) -> list[Any]:
-    """Routers of the packages built beside the core (API, widgets, admin, sandbox)."""
-    handlers: list[Any] = []
+    """Routers of the packages built beside the core (API, webhooks, widgets, admin, sandbox)."""
+    from app.admin.routes import admin_router
     from app.api.billing import billing_public_router
     from app.api.routes import api_router
-
-    handlers.extend([api_router, billing_public_router])
-    from app.admin.routes import admin_router
+    from app.billing.routes import webhook_router
     from app.demo.routes import demo_router
     from app.widgets.routes import widget_router
 
-    handlers += [widget_router, admin_router, demo_router]
+    handlers: list[Any] = [
+        api_router,
+        billing_public_router,
+        webhook_router,
+        widget_router,
+        admin_router,
+        demo_router,
+    ]
     if settings.embedded_sandbox:
         from app.sandbox.mount import sandbox_mount
 

@@ -39,6 +39,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     var_dir: str = str(VAR_DIR)
     # Bodies above this size are refused with 413 before they are parsed.
     max_body_bytes: int = 2 * 1024 * 1024
+    # Stripe requests per second for THIS process's sync workers (Stripe allows 25/s in test
+    # mode, 100/s live): with N worker processes give each 1/N of the account's budget.
+    stripe_rate_limit: float = 20.0
+    # How long a sync worker owns the entities it claimed; a killed worker's claims expire then.
+    sync_claim_seconds: int = 120
 
     @property
     def is_sqlite(self) -> bool:
@@ -95,4 +100,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         stripe_sandbox_url=(env.get("TOLLGATE_STRIPE_SANDBOX_URL") or "").rstrip("/") or None,
         stripe_api_base=(env.get("TOLLGATE_STRIPE_API_BASE") or "").rstrip("/") or None,
         var_dir=str(var_dir),
+        stripe_rate_limit=float(env.get("TOLLGATE_STRIPE_RATE_LIMIT") or 20.0),
+        sync_claim_seconds=int(env.get("TOLLGATE_SYNC_CLAIM_SECONDS") or 120),
     )

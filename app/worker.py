@@ -69,6 +69,7 @@ class Worker:
 def default_jobs(settings: Settings) -> list[Job]:
     """Every periodic job the product has; each package contributes its own."""
     from app.billing.checkout import checkout_jobs  # also registers the checkout event handlers
+    from app.billing.jobs import billing_jobs
     from app.subscriptions.lifecycle import advance_subscriptions_job
 
     # Trial ends, renewals, scheduled changes and period-end cancellations; the entitlement
@@ -76,4 +77,5 @@ def default_jobs(settings: Settings) -> list[Job]:
     return [
         Job("subscription-lifecycle", advance_subscriptions_job, every_seconds=5.0),
         *checkout_jobs(settings),
+        *billing_jobs(settings),
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ["bench.bench_core", "bench.bench_sandbox", "bench.bench_widgets"]
+MODULES = ["bench.bench_core", "bench.bench_sandbox", "bench.bench_widgets", "bench.bench_sync"]
 
 
 def main() -> int:

@@ -11,6 +11,7 @@ from app.api.deps import API_DEPENDENCIES
 from app.api.environment import EnvironmentController
 from app.api.integrations import INTEGRATION_CONTROLLERS
 from app.api.subscriptions import SUBSCRIPTION_HANDLERS
+from app.api.sync import SYNC_CONTROLLERS
 
 api_router = Router(
     path="/api/v1",
@@ -21,6 +22,7 @@ api_router = Router(
         *INTEGRATION_CONTROLLERS,
         *BILLING_CONTROLLERS,
         EnvironmentController,
+        *SYNC_CONTROLLERS,
     ],
     dependencies=API_DEPENDENCIES,
 )

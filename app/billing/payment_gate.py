@@ -5,15 +5,17 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.schemas import CheckoutOptions
-from app.core.errors import InvalidRequest
 from app.customers.models import Customer
 from app.subscriptions.service import Config
 
 
 class CheckoutPaymentGate:
-    """With Stripe connected, a paid subscription waits for payment unless a card is on file.
+    """With Stripe connected, a paid subscription waits for Checkout unless a card is on file.
 
-    It remembers the configuration it was asked about: that is what Checkout must sell.
+    Checkout is what the caller asks for by sending checkoutOptions. Without them the
+    subscription starts at once and Stripe bills it by invoice (`send_invoice`, see the
+    sync): the choice of sales-led, invoiced customers. It remembers the configuration it
+    was asked about: that is what Checkout must sell.
     """
 
     def __init__(self, options: CheckoutOptions | None) -> None:
@@ -24,11 +26,6 @@ class CheckoutPaymentGate:
         if customer.has_payment_method:
             return False
         if self.options is None:
-            raise InvalidRequest(
-                "This customer has no payment method: send checkoutOptions (successUrl, cancelUrl) so "
-                "Tollgate can open a Stripe Checkout page for the payment.",
-                code="checkout_options_required",
-                param="checkoutOptions",
-            )
+            return False
         self.config = config
         return True

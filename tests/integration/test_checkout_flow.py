@@ -58,13 +58,18 @@ async def provision_pro(api: ApiEnv, **extra: Any) -> Any:
     return await api.ok("post", "/subscriptions", body)
 
 
+async def test_without_checkout_options_the_subscription_is_invoiced(
+    api: ApiEnv, catalog: CatalogFactory
+) -> None:
+    invoiced = await api.ok("post", "/subscriptions", {"customerId": "acme", "planId": "pro"})
+    assert invoiced["status"] == "SUCCESS"
+    assert invoiced["subscription"]["status"] == "ACTIVE"
+    assert "checkoutUrl" not in invoiced or invoiced["checkoutUrl"] is None
+
+
 async def test_paid_plan_without_payment_method_answers_payment_required(
     api: ApiEnv, catalog: CatalogFactory, database: Database, settings: Settings
 ) -> None:
-    missing = await api.post("/subscriptions", {"customerId": "acme", "planId": "pro"})
-    assert missing.status_code == 400
-    assert problem_code(missing) == "checkout_options_required"
-
     result = await provision_pro(api)
     assert result["status"] == "PAYMENT_REQUIRED"
     assert result["subscription"]["status"] == "PAYMENT_PENDING"

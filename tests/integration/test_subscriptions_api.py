@@ -192,7 +192,8 @@ async def test_upgrade_is_immediate_downgrade_is_scheduled(
     async with database.session() as session:
         changes = (
             await session.scalars(
-                select(OutboxEvent.change).where(
+                select(OutboxEvent.change)
+                .where(
                     OutboxEvent.environment_pk == await catalog.env_pk(),
                     OutboxEvent.entity_type == "subscription",
                 )
