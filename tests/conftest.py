@@ -40,7 +40,12 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not PG_AVAILABLE:
+    # Printed even with -q, so a run that silently lost PostgreSQL cannot pass unnoticed.
+    if PG_AVAILABLE:
+        terminalreporter.write_line(
+            "databases: every database test ran on SQLite and on PostgreSQL (127.0.0.1:5432)"
+        )
+    else:
         terminalreporter.write_sep("!", PG_SKIP_REASON, red=True, bold=True)
 
 
