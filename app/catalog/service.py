@@ -98,6 +98,34 @@ def _meta(metadata: dict[str, str]) -> dict[str, str]:
     return dict(metadata)
 
 
+async def _list_simple(
+    session: AsyncSession, env: EnvironmentRef, q: s.ListQuery, model: Any, entity: str, render: Any
+) -> Page[Any]:
+    """A status-filtered, cursor-paginated list of one of the flat catalog entities."""
+    query = _status_filter(
+        select(model).where(model.environment_pk == env.pk), model, q.status, CatalogStatus
+    )
+    rows, more = await paginate(
+        session,
+        query,
+        model,
+        environment_pk=env.pk,
+        limit=q.limit,
+        starting_after=q.starting_after,
+        entity=entity,
+    )
+    return Page(data=[render(r) for r in rows], has_more=more, next_cursor=rows[-1].ref if more else None)
+
+
+def _assign(target: Any, fields: dict[str, Any]) -> None:
+    """Apply a PATCH body's fields; `metadata` lives in the `metadata_` column."""
+    for field, value in fields.items():
+        if field == "metadata":
+            target.metadata_ = _meta(value)
+        else:
+            setattr(target, field, value)
+
+
 # ---- features -------------------------------------------------------------------------------
 
 
@@ -148,29 +176,14 @@ async def get_feature(session: AsyncSession, env: EnvironmentRef, ref: str) -> s
 
 
 async def list_features(session: AsyncSession, env: EnvironmentRef, q: s.ListQuery) -> Page[s.FeatureOut]:
-    query = _status_filter(
-        select(Feature).where(Feature.environment_pk == env.pk), Feature, q.status, CatalogStatus
-    )
-    rows, more = await paginate(
-        session,
-        query,
-        Feature,
-        environment_pk=env.pk,
-        limit=q.limit,
-        starting_after=q.starting_after,
-        entity="feature",
-    )
-    return Page(
-        data=[feature_out(r) for r in rows], has_more=more, next_cursor=rows[-1].ref if more else None
-    )
+    return await _list_simple(session, env, q, Feature, "feature", feature_out)
 
 
 async def update_feature(
     session: AsyncSession, env: EnvironmentRef, ref: str, data: s.FeatureUpdate
 ) -> s.FeatureOut:
     feature: Feature = await _get(session, Feature, env, ref, "feature")
-    for field, value in unset_fields(data).items():
-        setattr(feature, "metadata_" if field == "metadata" else field, value)
+    _assign(feature, unset_fields(data))
     await session.flush()
     return feature_out(feature)
 
@@ -231,29 +244,14 @@ async def get_product(session: AsyncSession, env: EnvironmentRef, ref: str) -> s
 
 
 async def list_products(session: AsyncSession, env: EnvironmentRef, q: s.ListQuery) -> Page[s.ProductOut]:
-    query = _status_filter(
-        select(Product).where(Product.environment_pk == env.pk), Product, q.status, CatalogStatus
-    )
-    rows, more = await paginate(
-        session,
-        query,
-        Product,
-        environment_pk=env.pk,
-        limit=q.limit,
-        starting_after=q.starting_after,
-        entity="product",
-    )
-    return Page(
-        data=[product_out(r) for r in rows], has_more=more, next_cursor=rows[-1].ref if more else None
-    )
+    return await _list_simple(session, env, q, Product, "product", product_out)
 
 
 async def update_product(
     session: AsyncSession, env: EnvironmentRef, ref: str, data: s.ProductUpdate
 ) -> s.ProductOut:
     product: Product = await _get(session, Product, env, ref, "product")
-    for field, value in unset_fields(data).items():
-        setattr(product, "metadata_" if field == "metadata" else field, value)
+    _assign(product, unset_fields(data))
     await session.flush()
     record_change(session, env.pk, "product", product.pk, "updated")
     return product_out(product)
@@ -1032,19 +1030,7 @@ async def get_coupon(session: AsyncSession, env: EnvironmentRef, ref: str) -> s.
 
 
 async def list_coupons(session: AsyncSession, env: EnvironmentRef, q: s.ListQuery) -> Page[s.CouponOut]:
-    query = _status_filter(
-        select(Coupon).where(Coupon.environment_pk == env.pk), Coupon, q.status, CatalogStatus
-    )
-    rows, more = await paginate(
-        session,
-        query,
-        Coupon,
-        environment_pk=env.pk,
-        limit=q.limit,
-        starting_after=q.starting_after,
-        entity="coupon",
-    )
-    return Page(data=[coupon_out(r) for r in rows], has_more=more, next_cursor=rows[-1].ref if more else None)
+    return await _list_simple(session, env, q, Coupon, "coupon", coupon_out)
 
 
 async def update_coupon(
