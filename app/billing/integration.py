@@ -241,6 +241,11 @@ class IntegrationService:
     async def get(self, env: EnvironmentRef) -> IntegrationOut:
         return self.out(await self._active(env))
 
+    async def find(self, env: EnvironmentRef) -> IntegrationOut | None:
+        """Like `get`, but None when not connected (the console then offers to connect)."""
+        row = await self._row(env)
+        return self.out(row) if row is not None and row.status is IntegrationStatus.ACTIVE else None
+
     async def connect(self, env: EnvironmentRef, data: IntegrationConnect) -> IntegrationOut:
         api_key = _check_key_mode(data.mode, data.api_key)
         row = await self._row(env)
