@@ -8,6 +8,8 @@ import json
 import re
 from typing import Any
 
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
 from sqlalchemy import select, update
 
 from app.billing.integration import IntegrationService
@@ -17,9 +19,12 @@ from app.db import Database, utcnow
 from app.sandbox.webhooks import sign
 from app.settings import Settings
 from tests.conftest import ApiEnv
-from tests.integration.test_admin_screens import Console, field_error
+from tests.integration.test_admin_screens import Console, field_error, open_console
 from tests.integration.test_admin_screens import cheap_password_hashing as cheap_password_hashing
 from tests.integration.test_admin_screens import console as console
+from tests.integration.test_oauth_connect import connect_client as connect_client
+from tests.integration.test_oauth_connect import connect_settings as connect_settings
+from tests.support.billing import browse, path_of, query_of
 from tests.support.sandbox import RunningSandbox, new_test_key
 
 PAGE = "/admin/settings/integrations/stripe"
@@ -54,7 +59,8 @@ async def test_sandbox_connect_toggles_grace_check_and_remove(console: Console, 
     assert f"<code>{integration['integrationId']}</code>" in page.text
     assert integration["accountName"] and integration["accountName"] in page.text
     assert f"<code>{integration['apiKeyHint']}</code>" in page.text
-    assert "Read" in page.text and "Checkout sessions" in page.text, "the permissions table"
+    assert '<th scope="row">Read</th><td>Account, charges and refunds, events' in page.text
+    assert '<th scope="row">Write</th><td>Checkout sessions, coupons, customers' in page.text
 
     saved = await console.post(f"{PAGE}/options", {"syncCustomers": "on"})
     assert saved.status_code == 303
@@ -171,6 +177,44 @@ async def test_connect_with_stripe_returns_to_the_page(console: Console) -> None
     # Not configured in this app: the start answers the console's refusal page, never a 500.
     start = await console.get(f"{PAGE}/oauth?mode=TEST")
     assert start.status_code == 422 and "Connect with Stripe is not configured" in start.text
+
+
+async def test_connect_with_stripe_from_the_console(
+    connect_client: AsyncTestClient[Litestar], database: Database, api: ApiEnv
+) -> None:
+    env = api.created.environment_id
+    console = await open_console(connect_client, database, env)
+    try:
+        page = await console.get(f"{PAGE}?mode=TEST")
+        assert (
+            f'href="{PAGE}/oauth?env={env}&amp;mode=TEST" hx-boost="false">Connect with Stripe</a>'
+            in page.text
+        )
+        assert "TOLLGATE_STRIPE_CONNECT_CLIENT_ID" not in page.text
+        assert "Connect with Stripe</a>" not in (await console.get(PAGE)).text, "not for Sandbox mode"
+        start = await console.get(f"{PAGE}/oauth?mode=TEST", follow_redirects=False)
+        assert start.status_code == 303
+        authorize = start.headers["location"]
+        args = query_of(authorize)
+        assert args["redirect_uri"] == "http://testserver.local/integrations/stripe/oauth/callback"
+        consent = await browse(
+            "POST",
+            authorize.split("?")[0],
+            data={**args, "decision": "approve", "business_name": "Console Oauth Ltd"},
+        )
+        assert consent.status_code in (302, 303)
+        back = await connect_client.get(path_of(consent.headers["location"]), follow_redirects=False)
+        assert back.status_code == 303
+        location = back.headers["location"]
+        assert location.startswith(f"http://testserver.local{PAGE}?env={env}&stripeConnected=true&")
+        landed = await connect_client.get(path_of(location))
+        assert flash_text(landed.text) == "Connected with Stripe."
+        assert "Console Oauth Ltd" in landed.text and "Test mode" in landed.text
+        assert (await api.ok("get", "/integrations/stripe"))["integrationId"] == query_of(location)[
+            "integrationId"
+        ]
+    finally:
+        connect_client.cookies.clear()
 
 
 async def _deliver(
