@@ -319,7 +319,8 @@ class IntegrationService:
 
     async def update(self, env: EnvironmentRef, data: IntegrationUpdate) -> IntegrationOut:
         row = await self._active(env)
-        fields = unset_fields(data)
+        # Only what changes: re-sending a toggle as it is (a console form sends all) resumes nothing.
+        fields = {f: v for f, v in unset_fields(data).items() if getattr(row, f) != v}
         if fields.get("stripe_tax") and not row.stripe_tax:
             await ensure_stripe_tax_active(self.client(row))
         for field, value in fields.items():

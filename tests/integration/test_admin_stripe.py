@@ -10,11 +10,12 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from app.billing.integration import IntegrationService
 from app.billing.models import StripeIntegration, WebhookEvent, WebhookStatus
 from app.billing.webhooks import process_pending
+from app.core.outbox import OutboxEvent
 from app.db import Database, utcnow
 from app.sandbox.webhooks import sign
 from app.settings import Settings
@@ -36,7 +37,27 @@ def flash_text(page: str) -> str:
     return html.unescape(match.group(1))
 
 
-async def test_sandbox_connect_toggles_grace_check_and_remove(console: Console, api: ApiEnv) -> None:
+async def resumes(database: Database, integration_id: str) -> int:
+    """How many times saving the toggles asked the sync to go over everything again."""
+    async with database.session() as session:
+        return int(
+            await session.scalar(
+                select(func.count())
+                .select_from(OutboxEvent)
+                .join(StripeIntegration, StripeIntegration.pk == OutboxEvent.entity_pk)
+                .where(
+                    OutboxEvent.entity_type == "integration",
+                    OutboxEvent.change == "resumed",
+                    StripeIntegration.ref == integration_id,
+                )
+            )
+            or 0
+        )
+
+
+async def test_sandbox_connect_toggles_grace_check_and_remove(
+    console: Console, api: ApiEnv, database: Database
+) -> None:
     page = await console.get(PAGE)
     assert page.status_code == 200 and "Not connected" in page.text
     assert 'aria-current="page">Sandbox</a>' in page.text and 'name="apiKey"' not in page.text
@@ -64,6 +85,7 @@ async def test_sandbox_connect_toggles_grace_check_and_remove(console: Console, 
 
     saved = await console.post(f"{PAGE}/options", {"syncCustomers": "on"})
     assert saved.status_code == 303
+    assert await resumes(database, integration["integrationId"]) == 0, "Sync customers was on already"
     after = await api.ok("get", "/integrations/stripe")
     assert (after["syncCustomers"], after["syncSubscriptions"], after["stripeTax"]) == (True, False, False)
     page = await console.get(PAGE)
@@ -79,6 +101,15 @@ async def test_sandbox_connect_toggles_grace_check_and_remove(console: Console, 
     assert "Stripe Tax is not set up" in field_error(refused.text, "f-stripeTax")
     unchanged = await api.ok("get", "/integrations/stripe")
     assert (unchanged["syncSubscriptions"], unchanged["stripeTax"]) == (False, False)
+    # htmx (a boosted form) gets the same answer as a client-side visit.
+    resumed = await console.post(
+        f"{PAGE}/options",
+        {"syncCustomers": "on", "syncSubscriptions": "on"},
+        headers={"HX-Request": "true", "HX-Target": "main"},
+    )
+    assert resumed.status_code == 200 and PAGE in resumed.headers["HX-Location"]
+    assert (await api.ok("get", "/integrations/stripe"))["syncSubscriptions"] is True
+    assert await resumes(database, integration["integrationId"]) == 1
 
     checked = await console.post(f"{PAGE}/grace-period-check", {})
     assert checked.status_code == 303 and checked.headers["location"].endswith("#grace-period")
