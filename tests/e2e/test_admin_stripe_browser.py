@@ -74,6 +74,7 @@ def test_connect_sandbox_then_remove_through_the_dialog(console: Console) -> Non
     page.get_by_role("button", name="Connect Test mode").click()
     expect(page.locator("#f-apiKey-error")).to_contain_text("publishable keys (pk_) cannot be used")
     expect(page.get_by_label("Secret or restricted key")).to_have_value("")
+    page.screenshot(path=screenshot_path("stripe-integration-key-error"), full_page=True)
     page.get_by_role("link", name="Sandbox").click()
     page.get_by_role("button", name="Connect the sandbox").click()
 

@@ -163,6 +163,7 @@ async def test_key_errors_land_on_the_key_field_and_change_nothing(
         assert message in field_error(response.text, field), form
         assert form.get("apiKey", "\0") not in response.text, "a typed key is never shown again"
         assert f'aria-current="page">{"Live" if form["mode"] == "LIVE" else "Test mode"}</a>' in response.text
+    assert '<a href="#f-apiKey">API key</a>: ' in response.text, "named for people in the summary"
     bad_mode = await console.post(f"{PAGE}/connect", {"mode": "PRODUCTION"})
     assert bad_mode.status_code == 422 and "PRODUCTION" in bad_mode.text
     assert (await api.get("/integrations/stripe")).status_code == 404
