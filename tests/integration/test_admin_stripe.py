@@ -204,6 +204,8 @@ async def test_grace_period_too_short_is_said_plainly(
 async def test_connect_with_stripe_returns_to_the_page(console: Console) -> None:
     denied = await console.get(f"{PAGE}?stripeConnected=false&error=access_denied")
     assert flash_text(denied.text) == "The connection was declined on Stripe's page."
+    claimed = await console.get(f"{PAGE}?stripeConnected=true")
+    assert "Connected with Stripe." not in claimed.text and "Not connected" in claimed.text
     odd = await console.get(f"{PAGE}?stripeConnected=false&error=%3Cb%3Eodd%3C/b%3E")
     assert "Stripe did not connect (&lt;b&gt;odd&lt;/b&gt;)." in odd.text
     # Not configured in this app: the start answers the console's refusal page, never a 500.

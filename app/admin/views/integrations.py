@@ -66,10 +66,13 @@ def toggle_values(form: FormData | None = None, integration: IntegrationOut | No
     }
 
 
-def oauth_notice(connected: str | None, error: str | None) -> tuple[str, bool] | None:
+def oauth_notice(
+    connected: str | None, error: str | None, integration: IntegrationOut | None
+) -> tuple[str, bool] | None:
     """The sentence for the page "Connect with Stripe" returned to, and whether it is an error."""
     if connected == "true":
-        return "Connected with Stripe.", False
+        # Only the address says so: believe it only when the environment is connected.
+        return ("Connected with Stripe.", False) if integration else None
     if connected == "false":
         return OAUTH_ERRORS.get(error or "", f"Stripe did not connect ({error or 'unknown reason'})."), True
     return None
@@ -148,7 +151,7 @@ class SettingsController(Controller):
     ) -> Response[str]:
         integration = await IntegrationService(db_session, settings).find(ctx.env_ref)
         return stripe_page(
-            request, ctx, settings, integration, mode=mode, notice=oauth_notice(connected, error)
+            request, ctx, settings, integration, mode=mode, notice=oauth_notice(connected, error, integration)
         )
 
     @post("/integrations/stripe/connect")
