@@ -8,19 +8,15 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from argon2 import PasswordHasher
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
-from app.admin import auth
-from app.admin.auth import add_operator
 from app.billing.integration import IntegrationService
 from app.billing.models import StripeIntegration, WebhookEvent
 from app.billing.webhooks import process_pending
 from app.db import Database, utcnow
-from app.environments.service import CreatedEnvironment, create_environment
-from tests.e2e.test_admin_console import ENV, Console, no_problems, sign_in
-from tests.support.browser import chromium, screenshot_path, serve_app
+from tests.e2e.test_admin_console import ENV, Console, no_problems, running_console, sign_in
+from tests.support.browser import screenshot_path
 from tests.support.sandbox import RunningSandbox
 
 pytestmark = pytest.mark.browser
@@ -28,31 +24,13 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory, stripe_sandbox: RunningSandbox) -> Iterator[Console]:
-    created: dict[str, CreatedEnvironment] = {}
-
-    async def prepare(database: Database) -> None:
-        from tests.e2e.test_admin_console import EMAIL, PASSWORD
-
-        async with database.session() as session:
-            created["env"] = await create_environment(session, ENV, "End to end")
-            await add_operator(session, EMAIL, PASSWORD)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-        with (
-            serve_app(
-                tmp_path_factory.mktemp("console-stripe"),
-                prepare=prepare,
-                # Sandbox mode (and Test mode) reach the test run's sandbox, which delivers webhooks here.
-                stripe_sandbox_url=stripe_sandbox.base_url,
-                stripe_api_base=stripe_sandbox.base_url,
-            ) as server,
-            chromium() as browser,
-        ):
-            console = Console(server=server, browser=browser, env=created["env"])
-            yield console
-            for context in console.contexts:
-                context.close()
+    with running_console(
+        tmp_path_factory.mktemp("console-stripe"),
+        # Sandbox mode (and Test mode) reach the test run's sandbox, which delivers webhooks here.
+        stripe_sandbox_url=stripe_sandbox.base_url,
+        stripe_api_base=stripe_sandbox.base_url,
+    ) as console:
+        yield console
 
 
 def signed_in(console: Console) -> Page:
