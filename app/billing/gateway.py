@@ -37,7 +37,11 @@ def dashboard_url(settings: Settings, sandbox: bool, live: bool, stripe_id: str)
     """A link that opens the object in Stripe's dashboard (or the sandbox's own page)."""
     if sandbox:
         return f"{settings.sandbox_api_base}/dashboard/{stripe_id}"
-    prefix = "https://dashboard.stripe.com/" + ("" if live else "test/")
+    mode = "" if live else "test/"
+    if stripe_id.startswith("acct_"):
+        # Account-scoped dashboard address: opens that account even when the operator has several.
+        return f"https://dashboard.stripe.com/{stripe_id}/{mode}dashboard"
+    prefix = "https://dashboard.stripe.com/" + mode
     kinds = {
         "cus_": "customers",
         "sub_": "subscriptions",
@@ -45,10 +49,9 @@ def dashboard_url(settings: Settings, sandbox: bool, live: bool, stripe_id: str)
         "price_": "prices",
         "in_": "invoices",
         "we_": "webhooks",
+        "evt_": "events",
     }
     for id_prefix, path in kinds.items():
         if stripe_id.startswith(id_prefix):
             return f"{prefix}{path}/{stripe_id}"
-    if stripe_id.startswith("evt_"):
-        return f"{prefix}events/{stripe_id}"
     return f"{prefix}coupons/{stripe_id}"
