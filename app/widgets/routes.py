@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.errors import TollgateError
 from app.core.problems import problem
 from app.settings import Settings
-from app.widgets import security, service
+from app.widgets import security, service, subscribing
 from app.widgets.service import Page, WidgetParams
 
 FormData = dict[str, str]
@@ -97,6 +97,8 @@ async def _page(
         csrf=page.csrf,
         access=page.access,
         host_origin=page.access.host_origin,
+        notice=page.notice,
+        can_manage_billing=page.can_manage_billing,
     )
     # Rendered here rather than by a Template response, so the Server-Timing header covers
     # the whole of the work: checks, reads, view model and HTML.
@@ -207,6 +209,7 @@ def _render_action(
         access=page.access,
         host_origin=page.access.host_origin,
         confirming=result.confirming,
+        can_manage_billing=page.can_manage_billing,
     )
     name = {
         ("paywall", True): ("widgets/confirm.html", "widgets/_confirm_body.html"),
@@ -305,25 +308,29 @@ async def cancel_subscription(
 async def manage_billing(
     request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings, data: FormData = FORM
 ) -> Response[Any]:
-    """Checked, then refused honestly until the billing work is merged."""
+    """Stripe's Billing Portal: the whole host page goes there (`tollgate:navigate`)."""
     params = service.parse_params(data)
-    try:
-        await service.checked_action(
-            db_session,
-            settings,
-            params,
-            data.get("csrf"),
-            request.headers.get("origin"),
-            customer_required=True,
-        )
-    except TollgateError as exc:
-        return await _refused(request, db_session, settings, params, "portal", exc)
-    # TODO(checkout merge): create a Billing Portal session through
-    # POST /api/v1/customers/{id}/billing-portal's service and answer HX-Trigger
-    # `tollgate:navigate` with its URL.
-    response = problem(501, "not_available_yet", "The billing portal is not available from the widget yet.")
-    response.headers.update(security.widget_headers((), None))
-    return response
+    return await _action(
+        request,
+        db_session,
+        settings,
+        params,
+        "portal",
+        lambda: service.manage_billing(
+            db_session, settings, params, data.get("csrf"), request.headers.get("origin")
+        ),
+    )
+
+
+@get("/returned", name="widgets.returned", sync_to_thread=False)
+def returned(request: Request[Any, Any, Any]) -> Template:
+    """Where Stripe's pages send the customer when the widget did not know its host page."""
+    outcome = request.query_params.get(subscribing.MARKER)
+    return Template(
+        "widgets/returned.html",
+        context={"outcome": outcome if outcome in service.CHECKOUT_RESULTS else None},
+        headers=security.widget_headers((), None),
+    )
 
 
 @post("/actions/checkout", name="widgets.start_checkout")
@@ -354,6 +361,7 @@ widget_router = Router(
         cancel_subscription,
         manage_billing,
         start_checkout,
+        returned,
     ],
     include_in_schema=False,
 )
