@@ -8,9 +8,11 @@ to its host.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,10 +20,12 @@ from litestar import Request, Response, Router, get, post
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Template
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import TollgateError
 from app.core.problems import problem
+from app.db import Database
 from app.settings import Settings
 from app.widgets import security, service, subscribing
 from app.widgets.service import Page, WidgetParams
@@ -73,21 +77,58 @@ async def _refused(
     )
 
 
+# Renders interleave at every database await: with many at once, each takes as long as all of
+# them. A few slots per process keep each render short, at the same throughput.
+RENDER_SLOTS = 2
+# One semaphore per event loop (tests run several servers, each on its own loop).
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _render_slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = asyncio.Semaphore(RENDER_SLOTS)
+    return slots
+
+
+async def _build(
+    db_session: AsyncSession,
+    database: Database,
+    params: WidgetParams,
+    build: Callable[[AsyncSession], Awaitable[Page]],
+) -> Page:
+    """A page is built in a read session: on SQLite, concurrent renders then do not queue for
+    the write lock. The rare page that must write (a transition caught up on, the return from
+    Checkout) does so in the request's ordinary session."""
+    if params.checkout_result is None:
+        try:
+            async with database.session(read=True) as session:
+                return await build(session)
+        except OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+    return await build(db_session)
+
+
 async def _page(
     request: Request[Any, Any, Any],
     db_session: AsyncSession,
+    database: Database,
     settings: Settings,
     widget: str,
-    build: Callable[[], Awaitable[Page]],
+    build: Callable[[AsyncSession], Awaitable[Page]],
     params: WidgetParams,
     template: str,
     fragment: str,
 ) -> Response[Any]:
-    started = time.perf_counter()
-    try:
-        page = await build()
-    except TollgateError as exc:
-        return await _refused(request, db_session, settings, params, widget, exc)
+    async with _render_slots():
+        # Timed from here: the wait for a slot is queueing, which the client's latency shows.
+        started = time.perf_counter()
+        try:
+            page = await _build(db_session, database, params, build)
+        except TollgateError as exc:
+            return await _refused(request, db_session, settings, params, widget, exc)
     nonce = security.new_nonce()
     context = _context(
         params,
@@ -121,15 +162,16 @@ def _now() -> dt.datetime:
 
 @get("/paywall", name="widgets.paywall")
 async def paywall(
-    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings
+    request: Request[Any, Any, Any], db_session: AsyncSession, database: Database, settings: Settings
 ) -> Response[Any]:
     params = service.parse_params(request.query_params)
     return await _page(
         request,
         db_session,
+        database,
         settings,
         "paywall",
-        lambda: service.paywall_page(db_session, settings, params, _now()),
+        lambda session: service.paywall_page(session, settings, params, _now()),
         params,
         "widgets/paywall.html",
         "widgets/_paywall_body.html",
@@ -138,15 +180,16 @@ async def paywall(
 
 @get("/portal", name="widgets.portal")
 async def portal(
-    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings
+    request: Request[Any, Any, Any], db_session: AsyncSession, database: Database, settings: Settings
 ) -> Response[Any]:
     params = service.parse_params(request.query_params)
     return await _page(
         request,
         db_session,
+        database,
         settings,
         "portal",
-        lambda: service.portal_page(db_session, settings, params, _now()),
+        lambda session: service.portal_page(session, settings, params, _now()),
         params,
         "widgets/portal.html",
         "widgets/_portal_body.html",
@@ -155,17 +198,18 @@ async def portal(
 
 @get("/checkout", name="widgets.checkout")
 async def checkout(
-    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings
+    request: Request[Any, Any, Any], db_session: AsyncSession, database: Database, settings: Settings
 ) -> Response[Any]:
     params = service.parse_params(request.query_params)
     return await _page(
         request,
         db_session,
+        database,
         settings,
         "checkout",
         # The form's choices (period, quantities, add-ons) ride in the query: the live summary.
-        lambda: service.checkout_page(
-            db_session, settings, params, _now(), {k: v for k, v in request.query_params.items()}
+        lambda session: service.checkout_page(
+            session, settings, params, _now(), {k: v for k, v in request.query_params.items()}
         ),
         params,
         "widgets/checkout.html",

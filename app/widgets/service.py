@@ -188,7 +188,7 @@ async def paywall_page(
         customer_pk=customer_pk,
         texts=params.texts,
         now=now,
-        change_types=lambda plans, period: _change_types(session, access, plans, period, now),
+        change_types=lambda plans, period: _change_types(session, access, catalog, plans, period, now),
     )
     notice = await _checkout_notice(session, access, customer_pk, params)
     return Page(access, security.csrf_token(settings, access), view, notice)
@@ -197,24 +197,25 @@ async def paywall_page(
 async def _change_types(
     session: AsyncSession,
     access: security.WidgetAccess,
+    catalog: queries.Catalog,
     plans: list[Plan],
     period: BillingPeriod,
     now: dt.datetime,
 ) -> dict[int, str]:
-    """What choosing each plan would be for this customer, by the subscriptions service's rules."""
+    """What choosing each plan would be for this customer, by the subscriptions service's rules
+    (one read of the customer's subscription for the whole paywall, not a preview per plan)."""
     assert access.customer_id is not None
-    kinds: dict[int, str] = {}
+    offers = []
     for plan in plans:
         if plan.pricing_type is PricingType.CUSTOM:
             continue
-        request = ProvisionRequest(customer_id=access.customer_id, plan_id=plan.ref, billing_period=period)
-        try:
-            kinds[plan.pk] = (
-                await subscribing.preview(session, access.environment.pk, request, now)
-            ).change_type
-        except TollgateError:
-            continue  # e.g. not sold in this period: the card says so, its button falls back
-    return kinds
+        version = catalog.prices.get(plan.pk)
+        offers.append((plan, version.pk if version else None, version.charges if version else []))
+    return dict(
+        await subscribing.change_types(
+            session, access.environment.pk, access.customer_id, offers, period, now
+        )
+    )
 
 
 async def portal_page(

@@ -9,6 +9,7 @@ and Checkout sends the customer back to that page, marked with `tollgate_checkou
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.billing.checkout import append_query
 from app.billing.provisioning import provision_with_billing
 from app.billing.schemas import CheckoutOptions, ProvisionWithCheckout
+from app.catalog.models import BillingPeriod, Charge, Plan
 from app.core.errors import not_found
 from app.environments.service import EnvironmentRef
 from app.settings import Settings
@@ -80,6 +82,17 @@ async def preview(
     session: AsyncSession, environment_pk: int, request: ProvisionRequest, now: dt.datetime | None = None
 ) -> PreviewResult:
     return await service.preview_subscription(session, environment_pk, request, now=now)
+
+
+async def change_types(
+    session: AsyncSession,
+    environment_pk: int,
+    customer_ref: str,
+    offers: Sequence[tuple[Plan, int | None, Sequence[Charge]]],
+    period: BillingPeriod,
+    now: dt.datetime,
+) -> dict[int, str]:
+    return dict(await service.change_types(session, environment_pk, customer_ref, offers, period, now=now))
 
 
 async def current(session: AsyncSession, environment_pk: int, ref: str) -> SubscriptionOut:
