@@ -23,6 +23,7 @@ from litestar.response import Redirect, Template
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import static_assets
 from app.core.errors import TollgateError
 from app.core.problems import problem
 from app.db import Database
@@ -40,6 +41,11 @@ def _is_htmx(request: Request[Any, Any, Any]) -> bool:
     return request.headers.get("hx-request") == "true"
 
 
+def asset_url(relative: str) -> str:
+    """A frame asset's URL with its content hash: cached by the browser for good."""
+    return f"/static/{relative}?v={static_assets.version(relative)}"
+
+
 def _context(params: WidgetParams, widget: str, nonce: str, **extra: Any) -> dict[str, Any]:
     return {
         "widget": widget,
@@ -49,6 +55,7 @@ def _context(params: WidgetParams, widget: str, nonce: str, **extra: Any) -> dic
         "theme": params.theme,
         "theme_css": params.theme_css,
         "nonce": nonce,
+        "asset": asset_url,
         **extra,
     }
 
