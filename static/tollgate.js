@@ -22,10 +22,11 @@
 
   // Stripe's pages send the customer back to this page marked `tollgate_checkout=success|cancel`
   // (Tollgate appends checkoutCompleted and subscriptionId). The marker is taken off the address
-  // at once, so a reload or a bookmark never replays it; the first customer widget shows it.
+  // at once, so a reload or a bookmark never replays it; the customer widgets show it.
   const MARKER = "tollgate_checkout";
   const RETURN_PARAMS = [MARKER, "checkoutCompleted", "subscriptionId"];
   let checkoutReturn = null;
+  let checkoutEmitted = false;
   const here = new URL(location.href);
   const outcome = here.searchParams.get(MARKER);
   if (outcome === "success" || outcome === "cancel") {
@@ -141,10 +142,11 @@
       for (const name of Object.keys(vars)) params.set("c." + name, vars[name]);
       params.set("host-origin", location.origin);
       params.set("host-url", hostUrl());
-      if (checkoutReturn && this.getAttribute("customer-id")) {
+      if (checkoutReturn && !this._returnShown && this.getAttribute("customer-id")) {
+        // Every customer widget on the page shows the outcome once; the event is sent once.
+        this._returnShown = true;
         params.set("checkout-result", checkoutReturn.result);
         params.set("checkout-subscription", checkoutReturn.subscription);
-        checkoutReturn = null;
       }
       params.set("frame-id", this._id);
       return url;
@@ -235,6 +237,10 @@
           this._emit("error", { code: String(data.code || "error"), message: String(data.message || "") });
           break;
         case "tollgate:event":
+          if (data.name === "checkout-completed") {
+            if (checkoutEmitted) break;
+            checkoutEmitted = true;
+          }
           if (EVENTS.includes(data.name)) this._emit(data.name, data.detail || {});
           break;
         case "tollgate:navigate":

@@ -23,6 +23,16 @@ async def can_manage_billing(session: AsyncSession, environment_pk: int, custome
     return bool(billing_id) and await active_integration(session, environment_pk) is not None
 
 
+async def pays_at_checkout(session: AsyncSession, environment_pk: int, customer_ref: str) -> bool:
+    """Whether a new paid subscription would wait for Stripe Checkout (no card on file)."""
+    has_card = await session.scalar(
+        select(Customer.has_payment_method).where(
+            Customer.environment_pk == environment_pk, Customer.ref == customer_ref
+        )
+    )
+    return not has_card and await active_integration(session, environment_pk) is not None
+
+
 async def portal_url(
     session: AsyncSession, settings: Settings, env: EnvironmentRef, customer_ref: str, return_url: str
 ) -> str:

@@ -5,6 +5,7 @@ The routes parse the request into `WidgetParams`, call exactly one of these and 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Mapping
@@ -419,6 +420,7 @@ class ConfirmView:
     effective_date: str
     scheduled: bool
     lines: list[LineView]
+    to_payment: bool = False  # confirming sends the customer to Stripe Checkout
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,6 +510,9 @@ async def select_plan(
     )
     if not at_once and not confirmed:
         view = confirm_view(plan, action, preview)
+        if preview.change_type == "NEW" and plan.pricing_type is PricingType.PAID:
+            to_payment = await billing.pays_at_checkout(session, access.environment.pk, access.customer_id)
+            view = dataclasses.replace(view, to_payment=to_payment)
         return ActionResult(page=Page(access, security.csrf_token(settings, access), view), confirm=True)
     outcome = await subscribing.provision(
         session,
