@@ -514,16 +514,24 @@ async def select_plan(
             to_payment = await billing.pays_at_checkout(session, access.environment.pk, access.customer_id)
             view = dataclasses.replace(view, to_payment=to_payment)
         return ActionResult(page=Page(access, security.csrf_token(settings, access), view), confirm=True)
-    outcome = await subscribing.provision(
-        session,
-        settings,
-        access.environment,
-        request,
-        host_url=security.checked_host_url(access, params.host_url),
-        # A trial starts now: its card can wait for the trial's end.
-        collect_payment=preview.trial_end is None,
-    )
+    # A trial starts now: its card can wait for the trial's end.
+    outcome = await _provision(session, settings, access, params, request, preview.trial_end is None)
     return await _after_change(session, settings, access, params, outcome, "paywall", now)
+
+
+async def _provision(
+    session: AsyncSession,
+    settings: Settings,
+    access: security.WidgetAccess,
+    params: WidgetParams,
+    request: ProvisionRequest,
+    collect_payment: bool = True,
+) -> subscribing.Outcome:
+    """Provision; Checkout, when payment is needed, returns to the (checked) embedding page."""
+    host_url = security.checked_host_url(access, params.host_url)
+    return await subscribing.provision(
+        session, settings, access.environment, request, host_url=host_url, collect_payment=collect_payment
+    )
 
 
 async def _after_change(
@@ -659,13 +667,7 @@ async def checkout_subscribe(
     plan = await _published_plan(session, access.environment.pk, params.plan_id)
     assert access.customer_id is not None
     request = checkout_request(access.customer_id, plan.ref, form)
-    outcome = await subscribing.provision(
-        session,
-        settings,
-        access.environment,
-        request,
-        host_url=security.checked_host_url(access, params.host_url),
-    )
+    outcome = await _provision(session, settings, access, params, request)
     if outcome.checkout_url is not None:
         return ActionResult(navigate=outcome.checkout_url)
     assert outcome.subscription is not None
