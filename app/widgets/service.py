@@ -316,7 +316,8 @@ async def checkout_page(
     form: Mapping[str, str] | None = None,
 ) -> Page:
     access = await _access(session, settings, params, customer_required=True)
-    await _customer_pk(session, access)
+    customer_pk = await _customer_pk(session, access)
+    notice = await _checkout_notice(session, access, customer_pk, params)
     if not params.plan_id:
         raise InvalidRequest("The checkout widget needs a plan-id.", code="plan_required", param="plan-id")
     catalog = await queries.published_catalog(session, access.environment.pk, params.product_id)
@@ -376,7 +377,7 @@ async def checkout_page(
         summary=summary,
         values=form,
     )
-    return Page(access, security.csrf_token(settings, access), view)
+    return Page(access, security.csrf_token(settings, access), view, notice)
 
 
 # ---- actions (POSTs from inside the frame) ---------------------------------------------------------

@@ -127,6 +127,12 @@ async def test_paid_plan_goes_through_checkout_and_back_to_the_host_page(
     }
     assert '<h2 class="tg-plan-name" id="tg-sub-1">Team</h2>' in page.text
     assert "/widgets/actions/manage-billing" in page.text  # billed now
+    # The checkout widget, when it is the page's only customer widget, says it too.
+    checkout = await client.get(
+        "/widgets/checkout",
+        params={**query, "plan-id": "team", "checkout-result": "success", "checkout-subscription": sub.ref},
+    )
+    assert "Payment received: you are now on Team." in checkout.text
 
     # Manage billing: a Billing Portal session returning to the host page.
     portal = _navigate(await client.post("/widgets/actions/manage-billing", data=form, headers=HTMX))
