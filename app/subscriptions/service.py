@@ -220,7 +220,7 @@ async def build_config(
     """Resolve and validate a requested configuration (plan, period, add-ons, quantities, coupon).
 
     `validate=False` re-reads a stored configuration leniently (the catalog may have moved on).
-    `loaded`: the plan with its latest price version and charges, already read by the caller.
+    `loaded`: the plan with the price version to use and its charges, already read by the caller.
     """
     if loaded is not None:
         plan, pv_pk, all_charges = loaded[0], loaded[1], list(loaded[2])
