@@ -42,6 +42,7 @@ from app.environments.service import EnvironmentRef
 from app.settings import Settings
 from app.subscriptions.entitlements import rematerialize_customers
 from app.subscriptions.models import Subscription, SubscriptionStatus
+from app.subscriptions.service import activate_subscription
 
 logger = logging.getLogger("tollgate.webhooks")
 S = SubscriptionStatus
@@ -388,9 +389,12 @@ async def _apply_subscription(ctx: EventContext, stripe_sub_id: str) -> None:
             sub.status = S.PAYMENT_PENDING
             changed = True
         elif current.status == "active" and sub.status is S.PAYMENT_PENDING:
-            sub.status = S.ACTIVE
-            sub.activated_at = sub.activated_at or now
-            changed = True
+            if sub.activated_at is None:
+                # The first payment, seen before checkout.session.completed: the same activation.
+                await activate_subscription(ctx.session, sub, now)
+            else:
+                sub.status = S.ACTIVE
+                changed = True
         elif current.status == "trialing" and current.trial_end:
             trial_end = dt.datetime.fromtimestamp(current.trial_end, dt.UTC)
             if sub.trial_end != trial_end:

@@ -745,6 +745,30 @@ async def _apply_now(session: AsyncSession, sub: Subscription, config: Config) -
     await sync_addon_rows(session, sub, config.addon_tuples())
 
 
+async def _pays_first(
+    session: AsyncSession,
+    existing: Subscription,
+    customer: Customer,
+    new: Config,
+    payment_gate: PaymentGate | None,
+    trial_override: TrialOverride | None,
+) -> bool:
+    """Whether moving from a subscription nobody pays for (free, or a trial) to a paid plan
+    must wait for payment. Then a new PAYMENT_PENDING subscription is created beside the
+    current one, which keeps granting until the payment arrives and `activate_subscription`
+    ends it; abandoning the payment page leaves the customer where they were."""
+    if payment_gate is None or new.plan.pricing_type != PricingType.PAID:
+        return False
+    if existing.status == S.PAYMENT_PENDING:
+        return False  # already waiting for payment: that subscription is changed instead
+    old_plan = await session.get_one(Plan, existing.plan_pk)
+    if old_plan.pricing_type == PricingType.PAID and existing.status != S.IN_TRIAL:
+        return False  # a paying customer's upgrade is prorated on their next invoice
+    if _trial_days(new, trial_override) and await _trial_eligible(session, customer.pk, existing.product_pk):
+        return False  # the upgrade starts a trial (see `_upgrade_trial_days`), no payment yet
+    return await payment_gate.requires_payment(session, customer, new)
+
+
 async def _change(
     session: AsyncSession,
     sub: Subscription,
@@ -825,7 +849,9 @@ async def provision_subscription(
         coupon_ref=request.coupon_id,
     )
     existing = await _live_in_product(session, customer.pk, config.plan.product_pk, now)
-    if existing is not None:
+    if existing is not None and not await _pays_first(
+        session, existing, customer, config, payment_gate, request.trial_override
+    ):
         return await _change(
             session,
             existing,
@@ -901,10 +927,33 @@ async def activate_subscription(session: AsyncSession, sub: Subscription, now: d
     """For the checkout work: payment arrived, a PAYMENT_PENDING subscription starts now."""
     if sub.status != S.PAYMENT_PENDING:
         return
+    first = sub.activated_at is None
     sub.status = S.ACTIVE
     sub.activated_at = sub.activated_at or now
     record_change(session, sub.environment_pk, "subscription", sub.pk, "updated")
+    if first:
+        # An upgrade that waited for payment (see `_pays_first`) replaces what the customer had.
+        replaced = await session.scalars(
+            select(Subscription).where(
+                Subscription.customer_pk == sub.customer_pk,
+                Subscription.product_pk == sub.product_pk,
+                Subscription.pk != sub.pk,
+                Subscription.status.in_(LIVE_STATUSES),
+            )
+        )
+        for other in replaced.all():
+            _end_now(session, other, now)
     await rematerialize_customers(session, [sub.customer_pk], now)
+
+
+def _end_now(session: AsyncSession, sub: Subscription, now: dt.datetime) -> None:
+    sub.status = S.CANCELED
+    sub.canceled_at = sub.canceled_at or now
+    sub.cancel_at = now
+    sub.ended_at = now
+    sub.scheduled_change = None
+    sub.scheduled_at = None
+    record_change(session, sub.environment_pk, "subscription", sub.pk, "canceled")
 
 
 async def _live_subscription(
@@ -985,21 +1034,17 @@ async def cancel_subscription(
 ) -> SubscriptionOut:
     now = now or utcnow()
     sub = await _live_subscription(session, environment_pk, ref, now)
-    sub.canceled_at = now
-    sub.scheduled_change = None
-    sub.scheduled_at = None
     if request.cancellation_time == "IMMEDIATE" or sub.status in (S.NOT_STARTED, S.PAYMENT_PENDING):
-        sub.status = S.CANCELED
-        sub.cancel_at = now
-        sub.ended_at = now
-        change = "canceled"
+        _end_now(session, sub, now)
     else:
+        sub.canceled_at = now
+        sub.scheduled_change = None
+        sub.scheduled_at = None
         # A trial ends at its trial end, a paid period at its end.
         sub.cancel_at = (
             sub.trial_end if sub.status == S.IN_TRIAL and sub.trial_end else sub.current_period_end
         )
-        change = "updated"
-    record_change(session, environment_pk, "subscription", sub.pk, change)
+        record_change(session, environment_pk, "subscription", sub.pk, "updated")
     await rematerialize_customers(session, [sub.customer_pk], now)
     return await _render_one(session, sub)
 

@@ -346,3 +346,45 @@ async def test_checkout_job_runs_in_the_worker(database: Database, settings: Set
 
     worker = Worker(database, checkout_jobs(settings))
     assert set(await worker.run_once()) == {"checkout-expiry"}
+
+
+async def test_free_customer_upgrading_keeps_the_free_plan_until_paid(
+    api: ApiEnv, catalog: CatalogFactory, database: Database, settings: Settings
+) -> None:
+    free = await api.ok("post", "/subscriptions", {"customerId": "acme", "planId": "free"})
+    free_id = free["subscription"]["id"]
+    assert free["subscription"]["status"] == "ACTIVE"
+
+    # Abandoned: the customer stays on the free plan, with its entitlements.
+    first = await provision_pro(api)
+    assert first["status"] == "PAYMENT_REQUIRED" and first["checkoutUrl"]
+    pending_id = first["subscription"]["id"]
+    assert pending_id != free_id and first["subscription"]["status"] == "PAYMENT_PENDING"
+    assert (await api.ok("get", f"/subscriptions/{free_id}"))["status"] == "ACTIVE"
+    assert (await api.ok("get", "/customers/acme/entitlements/sso"))["hasAccess"] is False
+    seats = await api.ok("get", "/customers/acme/entitlements/seats")
+    assert seats["hasAccess"] is True and seats["usageLimit"] == 1, "the free plan still grants"
+    client = await stripe_for(database, settings, catalog)
+    session_id = first["checkoutUrl"].rsplit("/", 1)[-1]
+    client.v1.checkout.sessions.expire(session_id)
+    async with database.session() as db:
+        ctx = await event_context(database, settings, catalog, db)
+        await on_checkout_session(ctx, {"data": {"object": {"id": session_id}}})
+    assert (await api.ok("get", f"/subscriptions/{pending_id}"))["status"] == "CANCELED"
+    assert (await api.ok("get", f"/subscriptions/{free_id}"))["status"] == "ACTIVE"
+
+    # Paid: the paid subscription starts and replaces the free one, which ends now.
+    second = await provision_pro(api)
+    assert second["status"] == "PAYMENT_REQUIRED"
+    paid_id = second["subscription"]["id"]
+    assert paid_id not in (free_id, pending_id)
+    assert (await pay(second["checkoutUrl"])).status_code in (302, 303)
+    async with database.session() as db:
+        ctx = await event_context(database, settings, catalog, db)
+        await on_checkout_session(ctx, {"data": {"object": {"id": second["checkoutUrl"].rsplit("/", 1)[-1]}}})
+    assert (await api.ok("get", f"/subscriptions/{paid_id}"))["status"] == "ACTIVE"
+    ended = await api.ok("get", f"/subscriptions/{free_id}")
+    assert ended["status"] == "CANCELED"
+    assert (await api.ok("get", "/customers/acme/entitlements/sso"))["hasAccess"] is True
+    live = await api.ok("get", "/subscriptions?customerId=acme&status=ACTIVE")
+    assert [s["id"] for s in live["data"]] == [paid_id], "one live subscription in the product"
