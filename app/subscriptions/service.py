@@ -568,7 +568,12 @@ async def _config_of(
 
 
 async def _live_in_product(
-    session: AsyncSession, customer_pk: int, product_pk: int, now: dt.datetime
+    session: AsyncSession,
+    customer_pk: int,
+    product_pk: int,
+    now: dt.datetime,
+    *,
+    waiting: bool | None = None,
 ) -> Subscription | None:
     subs = (
         await session.scalars(
@@ -583,8 +588,15 @@ async def _live_in_product(
     ).all()
     for sub in subs:
         await _catch_up(session, sub, now)
-    live = [s for s in subs if s.status in LIVE_STATUSES]
+    live = [s for s in subs if s.status in LIVE_STATUSES and (waiting is None or _waiting(s) == waiting)]
+    # The one that grants comes first: an upgrade waiting for payment is not yet "current".
+    live.sort(key=_waiting)
     return live[0] if live else None
+
+
+def _waiting(sub: Subscription) -> bool:
+    """Created to be paid first (Checkout) and not paid yet: it grants nothing."""
+    return sub.status == S.PAYMENT_PENDING and sub.activated_at is None
 
 
 async def _trial_eligible(session: AsyncSession, customer_pk: int, product_pk: int) -> bool:
@@ -849,9 +861,12 @@ async def provision_subscription(
         coupon_ref=request.coupon_id,
     )
     existing = await _live_in_product(session, customer.pk, config.plan.product_pk, now)
-    if existing is not None and not await _pays_first(
+    if existing is not None and await _pays_first(
         session, existing, customer, config, payment_gate, request.trial_override
     ):
+        # Asked again while an earlier upgrade waits for payment: that one is changed, not doubled.
+        existing = await _live_in_product(session, customer.pk, config.plan.product_pk, now, waiting=True)
+    if existing is not None:
         return await _change(
             session,
             existing,

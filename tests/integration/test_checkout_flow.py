@@ -364,8 +364,13 @@ async def test_free_customer_upgrading_keeps_the_free_plan_until_paid(
     assert (await api.ok("get", "/customers/acme/entitlements/sso"))["hasAccess"] is False
     seats = await api.ok("get", "/customers/acme/entitlements/seats")
     assert seats["hasAccess"] is True and seats["usageLimit"] == 1, "the free plan still grants"
+    paywall = await api.ok("get", "/subscriptions?customerId=acme&status=ACTIVE")
+    assert [s["id"] for s in paywall["data"]] == [free_id]
+    # Asked again while it waits: the same waiting subscription, a fresh payment page.
+    again = await provision_pro(api)
+    assert again["subscription"]["id"] == pending_id and again["checkoutUrl"] != first["checkoutUrl"]
     client = await stripe_for(database, settings, catalog)
-    session_id = first["checkoutUrl"].rsplit("/", 1)[-1]
+    session_id = again["checkoutUrl"].rsplit("/", 1)[-1]
     client.v1.checkout.sessions.expire(session_id)
     async with database.session() as db:
         ctx = await event_context(database, settings, catalog, db)
