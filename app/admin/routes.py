@@ -18,6 +18,7 @@ from app.admin.views.dashboard import dashboard, not_found_page
 from app.admin.views.environments import EnvironmentController
 from app.admin.views.priced import AddonController, PlanController
 from app.admin.views.subscriptions import SubscriptionController
+from app.admin.views.sync import SyncController
 
 admin_router = Router(
     path=ADMIN_PATH,
@@ -32,6 +33,7 @@ admin_router = Router(
         CouponController,
         CustomerController,
         SubscriptionController,
+        SyncController,
         not_found_page,
     ],
     # The session is read by the CSRF-protected handlers, so it wraps them (listed first = outermost).
