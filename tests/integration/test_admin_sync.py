@@ -48,7 +48,9 @@ async def ten_percent(api: ApiEnv) -> None:
 
 def stripe_cell(page_html: str) -> str:
     """The sync status block(s) of a page, as text with the links' targets kept."""
-    blocks = re.findall(r'<div class="sync-status[^"]*" data-sync-status="[^"]+">.*?</div>', page_html, re.S)
+    blocks = re.findall(
+        r'<div class="sync-status[^"]*" data-sync-status="[^"]+"[^>]*>.*?</div>', page_html, re.S
+    )
     assert blocks, "no sync status on the page"
     return "\n".join(blocks)
 
@@ -163,7 +165,15 @@ async def test_failed_sync_shows_stripes_message_and_retry_requeues(
     after = await console.get("/admin/plans")
     assert "Plan broken is queued to sync again." in after.text
     assert ">Pending<" in row_of(after.text, "broken")
+    # The plan's page polls its status while it is on its way, and stops once it settled.
+    waiting = stripe_cell((await console.get("/admin/plans/broken")).text)
+    poll = f'hx-get="/admin/sync/plan/broken/status?env={console.env}" hx-trigger="every 2s"'
+    assert 'data-sync-status="PENDING"' in waiting and poll in waiting
+    polled = await console.get("/admin/sync/plan/broken/status", headers={"HX-Request": "true"})
+    assert polled.text.strip().startswith('<div class="sync-status"') and poll in polled.text
     await synced.drain()
+    settled = await console.get("/admin/sync/plan/broken/status", headers={"HX-Request": "true"})
+    assert 'data-sync-status="SYNCED"' in settled.text and "hx-trigger" not in settled.text
     page = await console.get("/admin/plans/broken")
     assert 'data-sync-status="SYNCED"' in stripe_cell(page.text)
     # Without a `next`, Retry returns to the entity's page.

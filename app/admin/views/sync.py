@@ -88,6 +88,23 @@ class SyncController(Controller):
         report = await reconcile(database, settings, ctx.env_ref)
         return await self._page(request, ctx, db_session, settings, None, None, None, report)
 
+    @get("/{entity_type:str}/{ref:str}/status")
+    async def status(
+        self,
+        request: Request[Any, Any, Any],
+        ctx: AdminContext,
+        db_session: AsyncSession,
+        entity_type: str,
+        ref: str,
+        next: str | None = None,
+    ) -> Response[str]:
+        """One entity's status block, for a page waiting on the sync (htmx polls it)."""
+        badges = await sync_badges(request, db_session, ctx, entity_type, [ref])
+        context = {"ctx": ctx, "entity_type": entity_type, "ref": ref, "badges": badges}
+        return render(
+            request, "admin/sync/_status.html", {**context, "back": safe_next(next) if next else None}
+        )
+
     @post("/{entity_type:str}/{ref:str}/retry")
     async def retry(
         self,
