@@ -17,6 +17,7 @@ from app.billing.models import IntegrationStatus, StripeIntegration, StripeMode,
 from app.billing.sync import mark_pending
 from app.catalog.models import Addon, Coupon, Plan
 from app.core.errors import InvalidRequest, not_found
+from app.core.outbox import OutboxEvent
 from app.core.pagination import Page, check_limit
 from app.core.schemas import OutStruct
 from app.customers.models import Customer
@@ -217,6 +218,9 @@ class SyncBadges:
 
     connected: bool
     states: dict[str, SyncStateOut] = field(default_factory=dict)
+    # Changed since their state was written, the change not yet picked up by the worker: their
+    # shown state is about to be replaced (e.g. a plan just published still says "draft").
+    queued: set[str] = field(default_factory=set)
 
     def get(self, ref: str) -> SyncStateOut | None:
         return self.states.get(ref)
@@ -225,23 +229,40 @@ class SyncBadges:
 async def sync_states_for(
     session: AsyncSession, settings: Settings, env: EnvironmentRef, entity_type: str, refs: Sequence[str]
 ) -> SyncBadges:
-    """Batch `sync_state_for` for a list page: one query for all the rows, whatever their number."""
+    """Batch `sync_state_for` for a list page: one query for all the rows, whatever their number
+    (and one for the changes still waiting in the outbox)."""
     model = _check_type(entity_type)
     integration = await _integration(session, env.pk)
     badges = SyncBadges(connected=integration is not None)
-    if refs:
-        rows = await session.execute(
-            select(SyncState, model.ref)
-            .join(model, model.pk == SyncState.entity_pk)
-            .where(
-                SyncState.environment_pk == env.pk,
-                SyncState.entity_type == entity_type,
-                model.environment_pk == env.pk,
-                model.ref.in_(set(refs)),
+    if not refs:
+        return badges
+    rows = (
+        await session.execute(
+            select(model.pk, model.ref, SyncState)
+            .outerjoin(
+                SyncState,
+                (SyncState.entity_pk == model.pk)
+                & (SyncState.entity_type == entity_type)
+                & (SyncState.environment_pk == env.pk),
+            )
+            .where(model.environment_pk == env.pk, model.ref.in_(set(refs)))
+        )
+    ).all()
+    for _, ref, state in rows:
+        if state is not None:
+            badges.states[ref] = _out(settings, integration, state, ref)
+    refs_by_pk = {pk: ref for pk, ref, _ in rows}
+    # Not connected: the worker drops the changes without syncing, so nothing is on its way.
+    if refs_by_pk and integration is not None:
+        waiting = await session.scalars(
+            select(OutboxEvent.entity_pk).where(
+                OutboxEvent.processed_at.is_(None),
+                OutboxEvent.environment_pk == env.pk,
+                OutboxEvent.entity_type == entity_type,
+                OutboxEvent.entity_pk.in_(refs_by_pk),
             )
         )
-        for state, ref in rows.all():
-            badges.states[ref] = _out(settings, integration, state, ref)
+        badges.queued = {refs_by_pk[pk] for pk in waiting.all()}
     return badges
 
 

@@ -114,7 +114,8 @@ async def test_lists_read_sync_states_in_one_query(
     finally:
         event.remove(app_engine, "before_cursor_execute", seen)
     assert listed.text.count(">Synced<") == 4
-    assert sum("FROM sync_states" in s for s in statements) == 1, statements
+    assert sum("sync_states" in s for s in statements) == 1, statements
+    assert sum("outbox_events" in s for s in statements) == 1, statements
 
 
 async def test_not_synced_customer_shows_the_reason(console: Console, synced: Synced) -> None:
@@ -362,3 +363,23 @@ async def test_stripe_metadata_links_open_each_entitys_page(
     assert (
         out.headers["location"] == f"/admin/login?next=%2Fadmin%2Fsubscriptions%2Fsub-1%3Fenv%3D{console.env}"
     )
+
+
+async def test_a_change_waiting_for_the_worker_shows_pending(console: Console, synced: Synced) -> None:
+    await synced.api.ok("post", "/products", {"id": "acme", "name": "Acme"})
+    await synced.api.ok(
+        "post",
+        "/plans",
+        {"id": "next", "productId": "acme", "name": "Next", "pricingType": "PAID", "charges": [charge(900)]},
+    )
+    await synced.drain()
+    draft = stripe_cell((await console.get("/admin/plans/next")).text)
+    assert 'data-sync-status="NOT_SYNCED"' in draft and "Draft plans and add-ons reach Stripe" in draft
+    assert "hx-trigger" not in draft
+    # Published: the stored state still says "draft" until the worker picks the change up.
+    await synced.api.ok("post", "/plans/next/publish", status=200)
+    queued = stripe_cell((await console.get("/admin/plans/next")).text)
+    assert 'data-sync-status="PENDING"' in queued and "hx-trigger" in queued and "Draft plans" not in queued
+    assert 'data-sync-status="PENDING"' in row_of((await console.get("/admin/plans")).text, "next")
+    await synced.drain()
+    assert 'data-sync-status="SYNCED"' in stripe_cell((await console.get("/admin/plans/next")).text)
