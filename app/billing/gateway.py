@@ -33,11 +33,19 @@ def api_base_for(settings: Settings, sandbox: bool) -> str | None:
     return settings.sandbox_api_base if sandbox else settings.stripe_api_base
 
 
-def dashboard_url(settings: Settings, sandbox: bool, live: bool, stripe_id: str) -> str:
-    """A link that opens the object in Stripe's dashboard (or the sandbox's own page)."""
+def dashboard_url(
+    settings: Settings, sandbox: bool, live: bool, stripe_id: str, kind: str | None = None
+) -> str:
+    """A link that opens the object in Stripe's dashboard (or the sandbox's own page).
+
+    `kind` ("products", "coupons", ...) is the dashboard's section where the id does not say it:
+    our deterministic product and coupon ids both read `tg_...`.
+    """
     if sandbox:
         return f"{settings.sandbox_api_base}/dashboard/{stripe_id}"
     prefix = "https://dashboard.stripe.com/" + ("" if live else "test/")
+    if kind:
+        return f"{prefix}{kind}/{stripe_id}"
     kinds = {
         "cus_": "customers",
         "sub_": "subscriptions",

@@ -34,6 +34,15 @@ MODELS: dict[str, Any] = {
     "subscription": Subscription,
 }
 
+# Where each entity's billing object lives in Stripe's dashboard (a plan's is its product).
+DASHBOARD_SECTIONS = {
+    "plan": "products",
+    "addon": "products",
+    "coupon": "coupons",
+    "customer": "customers",
+    "subscription": "subscriptions",
+}
+
 
 class SyncStateOut(OutStruct):
     entity_type: str
@@ -101,6 +110,7 @@ def _out(
             integration.mode is StripeMode.SANDBOX,
             integration.mode is StripeMode.LIVE,
             state.billing_id,
+            DASHBOARD_SECTIONS.get(state.entity_type),
         )
     return SyncStateOut(
         entity_type=state.entity_type,

@@ -10,14 +10,17 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import func, select, update
 
+from app.billing.jobs import drain
 from app.billing.models import SyncState, SyncStatus
+from app.billing.sync import SyncEngine
 from app.db import Database
+from app.settings import Settings
 from tests.conftest import ApiEnv
 from tests.integration import test_admin_screens as screens
 from tests.integration import test_sync_rules as rules
 from tests.integration.test_admin_screens import Console
 from tests.integration.test_sync_rules import Synced, charge
-from tests.support.sandbox import RunningSandbox
+from tests.support.sandbox import RunningSandbox, new_test_key
 
 # The console's and the sync tests' fixtures, reused rather than copied.
 cheap_password_hashing = screens.cheap_password_hashing
@@ -383,3 +386,32 @@ async def test_a_change_waiting_for_the_worker_shows_pending(console: Console, s
     assert 'data-sync-status="PENDING"' in row_of((await console.get("/admin/plans")).text, "next")
     await synced.drain()
     assert 'data-sync-status="SYNCED"' in stripe_cell((await console.get("/admin/plans/next")).text)
+
+
+async def test_test_mode_links_open_the_right_dashboard_section(
+    console: Console, api: ApiEnv, database: Database, settings: Settings
+) -> None:
+    # Test mode reaches the run's sandbox too (conftest), but links point at Stripe's dashboard.
+    await api.ok("put", "/integrations/stripe", {"mode": "TEST", "apiKey": new_test_key()}, status=200)
+    await paid_plan(api)
+    await ten_percent(api)
+    await api.ok("post", "/customers", {"id": "cus-t"})
+    await api.ok(
+        "post", "/subscriptions", {"customerId": "cus-t", "planId": "pro", "subscriptionId": "sub-t"}
+    )
+    await drain(SyncEngine(database, settings))
+    states = {s["entityType"]: s for s in (await api.ok("get", "/sync-states?limit=100"))["data"]}
+    sections = {
+        "plan": "products",
+        "coupon": "coupons",
+        "customer": "customers",
+        "subscription": "subscriptions",
+    }
+    for kind, section in sections.items():
+        state = states[kind]
+        assert state["status"] == "SYNCED", state
+        assert state["dashboardUrl"] == f"https://dashboard.stripe.com/test/{section}/{state['billingId']}"
+    # Our product and coupon ids look alike (tg_...): the plan's link is still the product's.
+    assert states["plan"]["billingId"].startswith("tg_") and states["coupon"]["billingId"].startswith("tg_")
+    page = await console.get("/admin/coupons/c10")
+    assert f'href="https://dashboard.stripe.com/test/coupons/{states["coupon"]["billingId"]}"' in page.text
