@@ -136,10 +136,10 @@ def test_published_plan_reaches_the_sandbox_and_its_billing_id_opens_it(synced: 
 def test_failed_sync_shows_stripes_message_and_retry_fixes_it(synced: Synced) -> None:
     if synced.console.api("get", "/products/acme").status_code == 404:
         synced.ok("post", "/products", {"id": "acme", "name": "Acme"})
+    # Every product create fails until the fault is cleared, whichever attempt reaches Stripe.
     synced.sandbox.control.add_fault(
         method="POST",
         path="/v1/products",
-        count=1,
         status=400,
         error_type="invalid_request_error",
         message="This account cannot create products right now.",

@@ -145,7 +145,6 @@ async def test_failed_sync_shows_stripes_message_and_retry_requeues(
     stripe_sandbox.control.add_fault(
         method="POST",
         path="/v1/products",
-        count=1,
         status=400,
         error_type="invalid_request_error",
         message="Product names may not contain a control character.",
