@@ -53,6 +53,43 @@ async def _seed(settings: Settings) -> bool:
         await database.dispose()
 
 
+def _connect_demo_when_up(settings: Settings, timeout: float = 60.0) -> None:
+    """Once the server answers, connect the demo environment to the mounted sandbox (idempotent).
+
+    A thread beside uvicorn rather than a step before it: the Stripe SDK reaches the sandbox
+    over HTTP at public_url/sandbox/stripe, which only answers once the server listens.
+    """
+    import time
+    import urllib.request
+
+    from app.demo_data import connect_demo_sandbox
+
+    logger = logging.getLogger("tollgate.demo")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{settings.public_url}/healthz", timeout=2):  # noqa: S310
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                logger.warning("demo: %s did not answer; Stripe sandbox not connected", settings.public_url)
+                return
+            time.sleep(0.2)
+
+    async def connect() -> bool:
+        database = Database(settings.database_url)
+        try:
+            return await connect_demo_sandbox(database, settings)
+        finally:
+            await database.dispose()
+
+    try:
+        if asyncio.run(connect()):
+            logger.info("demo: environment connected to the Stripe sandbox (Sandbox mode)")
+    except Exception:  # the demo still runs without Stripe; say why
+        logger.exception("demo: could not connect the Stripe sandbox")
+
+
 def _banner(settings: Settings, host: str, port: int) -> str:
     from app.demo_data import read_demo_keys
 
@@ -141,6 +178,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     asyncio.run(_bootstrap_operator(settings))
     if not args.no_demo:
         asyncio.run(_seed(settings))
+        if settings.embedded_sandbox or settings.stripe_sandbox_url:
+            import threading
+
+            threading.Thread(target=_connect_demo_when_up, args=(settings,), daemon=True).start()
     host, port = args.host or settings.host, args.port or settings.port
     print(_banner(settings, host, port), flush=True)
     if args.workers > 1:

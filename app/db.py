@@ -74,7 +74,12 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     # Take the write lock up front. A deferred transaction that reads and then writes cannot
     # wait for the lock (SQLite answers "database is locked" at once); this one queues behind
     # busy_timeout instead. The hot reads do not use sessions, so this costs them nothing.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Read sessions (`Database.session(read=True)`) begin deferred: they run side by side.
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_OPTION) else "BEGIN IMMEDIATE")
+
+
+# The execution option of read sessions (see `Database.session`).
+READ_OPTION = "tollgate_read"
 
 
 def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -109,6 +114,10 @@ class Database:
         self.url = database_url
         self.engine = create_engine(database_url, pool_size=pool_size)
         self.session_maker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
+        # Same pool; on SQLite, transactions begin deferred instead of taking the write lock.
+        self.read_session_maker = async_sessionmaker(
+            self.engine.execution_options(**{READ_OPTION: True}), expire_on_commit=False, autoflush=True
+        )
         self.fast = FastReader(database_url)
 
     @property
@@ -116,9 +125,15 @@ class Database:
         return self.url.startswith("sqlite")
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session whose transaction commits when the block ends without an exception."""
-        async with self.session_maker() as session:
+    async def session(self, *, read: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction commits when the block ends without an exception.
+
+        `read=True`: for requests that (almost always) only read, e.g. the widgets' pages. On
+        SQLite it does not queue for the single write lock, so such requests run side by side.
+        If one must write after all (a time-driven transition caught up on), SQLite may refuse
+        with "database is locked": the caller retries with a plain session.
+        """
+        async with (self.read_session_maker if read else self.session_maker)() as session:
             try:
                 yield session
                 await session.commit()
@@ -135,6 +150,12 @@ async def pairs(session: AsyncSession, statement: Any) -> dict[Any, Any]:
     """{first column: second column} of a two-column select."""
     result = await session.execute(statement)
     return dict(result.all())  # type: ignore[arg-type]  # rows of two columns are (key, value) pairs
+
+
+async def provide_read_session(database: Database) -> AsyncGenerator[AsyncSession, None]:
+    """Litestar dependency: a read session (see `Database.session`)."""
+    async with database.session(read=True) as session:
+        yield session
 
 
 async def provide_db_session(database: Database) -> AsyncGenerator[AsyncSession, None]:

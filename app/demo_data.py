@@ -19,6 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.admin.auth import add_operator
 from app.admin.models import Operator
+from app.billing.integration import IntegrationService
+from app.billing.models import StripeIntegration, StripeMode
+from app.billing.schemas import IntegrationConnect
 from app.catalog import schemas as cs
 from app.catalog import service as catalog
 from app.customers import service as customers
@@ -26,6 +29,7 @@ from app.customers.schemas import CustomerUpsert
 from app.db import Database
 from app.environments.models import Environment
 from app.environments.service import CreatedEnvironment, EnvironmentRef, create_environment
+from app.settings import Settings
 
 DEMO_ENVIRONMENT = "demo"
 DEMO_OPERATOR_EMAIL = "admin@example.com"
@@ -177,4 +181,26 @@ async def seed_demo_if_empty(database: Database, var_dir: Path) -> bool:
         else:
             password = ""
     _write_keys(var_dir, created, password)
+    return True
+
+
+async def connect_demo_sandbox(database: Database, settings: Settings) -> bool:
+    """Connect the demo environment to the sandbox (Sandbox mode), once. True if it connected.
+
+    So that upgrading on /demo goes through Checkout and "Manage billing" works out of the box.
+    An environment that was ever connected (or disconnected on purpose) is left as it is.
+    The SDK reaches the sandbox over HTTP, so the server must already be listening.
+    """
+    async with database.session() as session:
+        env = await session.scalar(select(Environment).where(Environment.slug == DEMO_ENVIRONMENT))
+        if env is None:
+            return False
+        known = await session.scalar(
+            select(StripeIntegration.pk).where(StripeIntegration.environment_pk == env.pk)
+        )
+        if known is not None:
+            return False
+        await IntegrationService(session, settings).connect(
+            EnvironmentRef(pk=env.pk, slug=env.slug), IntegrationConnect(mode=StripeMode.SANDBOX)
+        )
     return True

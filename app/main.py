@@ -14,12 +14,12 @@ from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from app.core.problems import EXCEPTION_HANDLERS
 from app.db import Database, provide_db_session
 from app.settings import PROJECT_ROOT, Settings, load_settings
+from app.static_assets import static_router as create_static_router
 from app.worker import Worker, default_jobs
 
 logger = logging.getLogger("tollgate")
@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     def provide_settings() -> Settings:
         return settings
 
-    static_router = create_static_files_router(path="/static", directories=[PROJECT_ROOT / "static"])
+    static_router = create_static_router()
     config = AppConfig(
         route_handlers=[healthz, static_router, *_extra_route_handlers(settings)],
         dependencies={

@@ -20,6 +20,32 @@
   const camel = (name) => name.replace(/-([a-z])/g, (_, c) => c.toUpperCase());
   let counter = 0;
 
+  // Stripe's pages send the customer back to this page marked `tollgate_checkout=success|cancel`
+  // (Tollgate appends checkoutCompleted and subscriptionId). The marker is taken off the address
+  // at once, so a reload or a bookmark never replays it; the customer widgets show it.
+  const MARKER = "tollgate_checkout";
+  const RETURN_PARAMS = [MARKER, "checkoutCompleted", "subscriptionId"];
+  let checkoutReturn = null;
+  let checkoutEmitted = false;
+  const here = new URL(location.href);
+  const outcome = here.searchParams.get(MARKER);
+  if (outcome === "success" || outcome === "cancel") {
+    checkoutReturn = { result: outcome, subscription: here.searchParams.get("subscriptionId") || "" };
+    for (const name of RETURN_PARAMS) here.searchParams.delete(name);
+    try {
+      history.replaceState(history.state, "", here.href);
+    } catch (_) {
+      /* a sandboxed host document: the marker stays, harmlessly */
+    }
+  }
+  // Where Checkout and the Billing Portal return to: this page, without the marker or fragment.
+  const hostUrl = () => {
+    const url = new URL(location.href);
+    for (const name of RETURN_PARAMS) url.searchParams.delete(name);
+    url.hash = "";
+    return url.href;
+  };
+
   const STYLE =
     ":host{display:block;position:relative;min-height:2rem}" +
     "iframe{display:block;width:100%;border:0;height:0;color-scheme:normal;background:transparent}" +
@@ -115,6 +141,13 @@
       const vars = this._themeVars();
       for (const name of Object.keys(vars)) params.set("c." + name, vars[name]);
       params.set("host-origin", location.origin);
+      params.set("host-url", hostUrl());
+      if (checkoutReturn && !this._returnShown && this.getAttribute("customer-id")) {
+        // Every customer widget on the page shows the outcome once; the event is sent once.
+        this._returnShown = true;
+        params.set("checkout-result", checkoutReturn.result);
+        params.set("checkout-subscription", checkoutReturn.subscription);
+      }
       params.set("frame-id", this._id);
       return url;
     }
@@ -204,6 +237,10 @@
           this._emit("error", { code: String(data.code || "error"), message: String(data.message || "") });
           break;
         case "tollgate:event":
+          if (data.name === "checkout-completed") {
+            if (checkoutEmitted) break;
+            checkoutEmitted = true;
+          }
           if (EVENTS.includes(data.name)) this._emit(data.name, data.detail || {});
           break;
         case "tollgate:navigate":

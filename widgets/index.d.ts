@@ -16,10 +16,14 @@ export interface PlanSelectedDetail {
   /** false until the widget provisions by itself: your app decides what happens next. */
   provisioned: boolean;
 }
+/** Sent when the page comes back from Stripe Checkout (success or cancel). */
 export interface CheckoutCompletedDetail {
+  subscriptionId: string;
   planId: string;
-  billingPeriod: BillingPeriod;
-  subscriptionId?: string;
+  /** The subscription's status now, e.g. "ACTIVE"; "CANCELED" when Checkout was cancelled. */
+  status: string;
+  /** true once paid: the subscription runs on the new plan. */
+  completed: boolean;
 }
 export interface SubscriptionChangedDetail {
   subscriptionId: string;

@@ -45,7 +45,12 @@ def _label(value: Any) -> str:
 
 
 _GROUPS = {"charges": "Price line", "entitlements": "Entitlement line"}
-_NAMES = {"charges": "Prices", "entitlements": "Entitlements", "compatibleAddonIds": "Compatible add-ons"}
+_NAMES = {
+    "charges": "Prices",
+    "entitlements": "Entitlements",
+    "compatibleAddonIds": "Compatible add-ons",
+    "apiKey": "API key",
+}
 
 
 def _field_label(param: str) -> str:

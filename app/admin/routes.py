@@ -16,9 +16,11 @@ from app.admin.views.catalog import CouponController, FeatureController, Product
 from app.admin.views.customers import CustomerController
 from app.admin.views.dashboard import dashboard, not_found_page
 from app.admin.views.environments import EnvironmentController
+from app.admin.views.integrations import SettingsController
 from app.admin.views.priced import AddonController, PlanController
 from app.admin.views.subscriptions import SubscriptionController
 from app.admin.views.sync import SyncController
+from app.admin.views.webhooks import WebhookEventController
 
 admin_router = Router(
     path=ADMIN_PATH,
@@ -34,6 +36,8 @@ admin_router = Router(
         CustomerController,
         SubscriptionController,
         SyncController,
+        SettingsController,
+        WebhookEventController,
         not_found_page,
     ],
     # The session is read by the CSRF-protected handlers, so it wraps them (listed first = outermost).

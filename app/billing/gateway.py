@@ -43,7 +43,11 @@ def dashboard_url(
     """
     if sandbox:
         return f"{settings.sandbox_api_base}/dashboard/{stripe_id}"
-    prefix = "https://dashboard.stripe.com/" + ("" if live else "test/")
+    mode = "" if live else "test/"
+    if stripe_id.startswith("acct_"):
+        # Account-scoped dashboard address: opens that account even when the operator has several.
+        return f"https://dashboard.stripe.com/{stripe_id}/{mode}dashboard"
+    prefix = "https://dashboard.stripe.com/" + mode
     if kind:
         return f"{prefix}{kind}/{stripe_id}"
     kinds = {
@@ -53,10 +57,9 @@ def dashboard_url(
         "price_": "prices",
         "in_": "invoices",
         "we_": "webhooks",
+        "evt_": "events",
     }
     for id_prefix, path in kinds.items():
         if stripe_id.startswith(id_prefix):
             return f"{prefix}{path}/{stripe_id}"
-    if stripe_id.startswith("evt_"):
-        return f"{prefix}events/{stripe_id}"
     return f"{prefix}coupons/{stripe_id}"

@@ -241,6 +241,11 @@ class IntegrationService:
     async def get(self, env: EnvironmentRef) -> IntegrationOut:
         return self.out(await self._active(env))
 
+    async def find(self, env: EnvironmentRef) -> IntegrationOut | None:
+        """Like `get`, but None when not connected (the console then offers to connect)."""
+        row = await self._row(env)
+        return self.out(row) if row is not None and row.status is IntegrationStatus.ACTIVE else None
+
     async def connect(self, env: EnvironmentRef, data: IntegrationConnect) -> IntegrationOut:
         api_key = _check_key_mode(data.mode, data.api_key)
         row = await self._row(env)
@@ -314,7 +319,8 @@ class IntegrationService:
 
     async def update(self, env: EnvironmentRef, data: IntegrationUpdate) -> IntegrationOut:
         row = await self._active(env)
-        fields = unset_fields(data)
+        # Only what changes: re-sending a toggle as it is (a console form sends all) resumes nothing.
+        fields = {f: v for f, v in unset_fields(data).items() if getattr(row, f) != v}
         if fields.get("stripe_tax") and not row.stripe_tax:
             await ensure_stripe_tax_active(self.client(row))
         for field, value in fields.items():

@@ -81,6 +81,11 @@ def verify_state(settings: Settings, token: str, *, now: float | None = None) ->
     return state
 
 
+def connect_configured(settings: Settings) -> bool:
+    """Whether "Connect with Stripe" can be offered (Test and Live mode share the platform)."""
+    return bool(settings.stripe_connect_client_id and settings.stripe_connect_secret_key)
+
+
 def _platform(settings: Settings, mode: StripeMode) -> tuple[str, str]:
     """The Connect client id and the platform secret key, or a clear refusal."""
     if mode is StripeMode.SANDBOX:

@@ -38,12 +38,17 @@ async def paginate(
     limit: int,
     starting_after: str | None,
     entity: str,
+    key: Any = None,
 ) -> tuple[Sequence[Any], bool]:
-    """Rows of `query` (selecting `model`) after the cursor, plus whether more exist."""
+    """Rows of `query` (selecting `model`) after the cursor, plus whether more exist.
+
+    The cursor is the public id of the last row: `model.ref` unless `key` names another column.
+    """
     check_limit(limit)
     if starting_after:
+        column = model.ref if key is None else key
         cursor_pk = await session.scalar(
-            select(model.pk).where(model.environment_pk == environment_pk, model.ref == starting_after)
+            select(model.pk).where(model.environment_pk == environment_pk, column == starting_after)
         )
         if cursor_pk is None:
             raise not_found(entity, starting_after)

@@ -99,6 +99,10 @@ def _not_found(entity: str, ref: str, param: str) -> TollgateError:
 # --- configuration: what a subscription is made of ----------------------------------------
 
 
+# A plan with its price version and that version's charges, as a caller already read them.
+Offer = tuple[Plan, int | None, Sequence[Charge]]
+
+
 @dataclasses.dataclass
 class PricedAddon:
     addon: Addon
@@ -211,19 +215,25 @@ async def build_config(
     addon_version_pks: dict[int, int | None] | None = None,
     require_published: bool = True,
     validate: bool = True,
+    loaded: Offer | None = None,
 ) -> Config:
     """Resolve and validate a requested configuration (plan, period, add-ons, quantities, coupon).
 
     `validate=False` re-reads a stored configuration leniently (the catalog may have moved on).
+    `loaded`: the plan with the price version to use and its charges, already read by the caller.
     """
-    plan = await session.scalar(
-        select(Plan).where(Plan.environment_pk == environment_pk, Plan.ref == plan_ref)
-    )
-    if plan is None:
-        raise _not_found("plan", plan_ref, "planId")
+    if loaded is not None:
+        plan, pv_pk, all_charges = loaded[0], loaded[1], list(loaded[2])
+    else:
+        found = await session.scalar(
+            select(Plan).where(Plan.environment_pk == environment_pk, Plan.ref == plan_ref)
+        )
+        if found is None:
+            raise _not_found("plan", plan_ref, "planId")
+        plan = found
+        pv_pk, all_charges = await _price_version(session, plan_pk=plan.pk, version_pk=plan_version_pk)
     if require_published and plan.status != PlanStatus.PUBLISHED:
         raise _error(Unprocessable, f"Plan '{plan_ref}' is not published.", "plan_not_published", "planId")
-    pv_pk, all_charges = await _price_version(session, plan_pk=plan.pk, version_pk=plan_version_pk)
     charges = _for_period(all_charges, billing_period)
     if validate and plan.pricing_type == PricingType.PAID and not charges:
         raise _error(
@@ -514,13 +524,28 @@ async def _catch_up(session: AsyncSession, sub: Subscription, now: dt.datetime) 
 
 
 async def _config_of(
-    session: AsyncSession, environment_pk: int, sub: Subscription, customer: Customer
+    session: AsyncSession,
+    environment_pk: int,
+    sub: Subscription,
+    customer: Customer,
+    *,
+    offers: dict[int, Offer] | None = None,
 ) -> Config:
-    """The subscription's current configuration, at the price versions it was sold at."""
-    plan_ref = await session.scalar(select(Plan.ref).where(Plan.pk == sub.plan_pk))
+    """The subscription's current configuration, at the price versions it was sold at.
+
+    `offers` (plan pk -> plan, price version, charges) already read save reading them again.
+    """
+    offer = (offers or {}).get(sub.plan_pk)
+    if offer is not None and offer[1] != sub.price_version_pk:
+        offer = None  # sold at an older price version: read that one
+    plan_ref = offer[0].ref if offer else await session.scalar(select(Plan.ref).where(Plan.pk == sub.plan_pk))
     rows = await _addon_rows(session, sub)
-    addon_refs = _pairs(
-        await session.execute(select(Addon.pk, Addon.ref).where(Addon.pk.in_([r.addon_pk for r in rows])))
+    addon_refs = (
+        _pairs(
+            await session.execute(select(Addon.pk, Addon.ref).where(Addon.pk.in_([r.addon_pk for r in rows])))
+        )
+        if rows
+        else {}
     )
     config = await build_config(
         session,
@@ -535,6 +560,7 @@ async def _config_of(
         addon_version_pks={r.addon_pk: r.price_version_pk for r in rows},
         require_published=False,
         validate=False,
+        loaded=offer,
     )
     if sub.coupon_pk is not None:
         config.coupon = await session.scalar(select(Coupon).where(Coupon.pk == sub.coupon_pk))
@@ -1040,6 +1066,56 @@ def _discount_line(coupon: Coupon, amount: int) -> LineItem:
     return LineItem(kind="DISCOUNT", description=coupon.name, amount=-amount)
 
 
+async def change_types(
+    session: AsyncSession,
+    environment_pk: int,
+    customer_ref: str,
+    offers: Sequence[Offer],
+    billing_period: BillingPeriod,
+    *,
+    now: dt.datetime | None = None,
+) -> dict[int, ChangeType]:
+    """For a whole price list at once: what provisioning each plan (no add-ons, default
+    quantities) would be for this customer, as `preview_subscription` classifies it.
+
+    `offers` are plans with their latest price version and charges, as the caller read them.
+    The customer's current configuration is read once, not once per plan. Plans that cannot be
+    sold in `billing_period` (or in the customer's currency) are left out.
+    """
+    now = now or utcnow()
+    customer = await _customer(session, environment_pk, customer_ref)
+    current: dict[int, tuple[Config, Priced] | None] = {}
+    kinds: dict[int, ChangeType] = {}
+    for plan, version_pk, charges in offers:
+        try:
+            new = await build_config(
+                session,
+                environment_pk,
+                customer,
+                plan_ref=plan.ref,
+                billing_period=billing_period,
+                addons=(),
+                unit_quantities=(),
+                coupon_ref=None,
+                loaded=(plan, version_pk, charges),
+            )
+        except TollgateError:
+            continue
+        if plan.product_pk not in current:
+            existing = await _live_in_product(session, customer.pk, plan.product_pk, now)
+            old = (
+                None
+                if existing is None
+                else await _config_of(
+                    session, environment_pk, existing, customer, offers={o[0].pk: o for o in offers}
+                )
+            )
+            current[plan.product_pk] = None if old is None else (old, price_config(old))
+        old_priced = current[plan.product_pk]
+        kinds[plan.pk] = "NEW" if old_priced is None else classify(*old_priced, new, price_config(new))
+    return kinds
+
+
 async def preview_subscription(
     session: AsyncSession, environment_pk: int, request: ProvisionRequest, *, now: dt.datetime | None = None
 ) -> PreviewResult:
@@ -1196,6 +1272,7 @@ __all__ = [
     "activate_subscription",
     "cancel_scheduled_change",
     "cancel_subscription",
+    "change_types",
     "get_subscription",
     "list_subscriptions",
     "preview_subscription",

@@ -77,6 +77,9 @@ DEFAULT_TEXTS: dict[str, str] = {
     "billing_period": "Billing period",
     "order_summary": "Order summary",
     "subscribed": "You are subscribed to {plan}.",
+    "checkout_success": "Payment received: you are now on {plan}.",
+    "checkout_pending": "Your payment for {plan} is being confirmed.",
+    "checkout_cancelled": "Checkout was cancelled: nothing changed.",
 }
 
 _COLOR = re.compile(r"^(#[0-9a-fA-F]{3,8}|(rgb|rgba|hsl|hsla)\([0-9.,%\s/]{1,60}\)|[a-zA-Z]{3,20})$")

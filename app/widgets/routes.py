@@ -8,9 +8,11 @@ to its host.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,12 +20,15 @@ from litestar import Request, Response, Router, get, post
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Template
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import static_assets
 from app.core.errors import TollgateError
 from app.core.problems import problem
+from app.db import Database
 from app.settings import Settings
-from app.widgets import security, service
+from app.widgets import security, service, subscribing
 from app.widgets.service import Page, WidgetParams
 
 FormData = dict[str, str]
@@ -36,6 +41,11 @@ def _is_htmx(request: Request[Any, Any, Any]) -> bool:
     return request.headers.get("hx-request") == "true"
 
 
+def asset_url(relative: str) -> str:
+    """A frame asset's URL with its content hash: cached by the browser for good."""
+    return f"/static/{relative}?v={static_assets.version(relative)}"
+
+
 def _context(params: WidgetParams, widget: str, nonce: str, **extra: Any) -> dict[str, Any]:
     return {
         "widget": widget,
@@ -45,6 +55,7 @@ def _context(params: WidgetParams, widget: str, nonce: str, **extra: Any) -> dic
         "theme": params.theme,
         "theme_css": params.theme_css,
         "nonce": nonce,
+        "asset": asset_url,
         **extra,
     }
 
@@ -73,21 +84,58 @@ async def _refused(
     )
 
 
+# Renders interleave at every database await: with many at once, each takes as long as all of
+# them. A few slots per process keep each render short, at the same throughput.
+RENDER_SLOTS = 2
+# One semaphore per event loop (tests run several servers, each on its own loop).
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _render_slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = asyncio.Semaphore(RENDER_SLOTS)
+    return slots
+
+
+async def _build(
+    db_session: AsyncSession,
+    database: Database,
+    params: WidgetParams,
+    build: Callable[[AsyncSession], Awaitable[Page]],
+) -> Page:
+    """A page is built in a read session: on SQLite, concurrent renders then do not queue for
+    the write lock. The rare page that must write (a transition caught up on, the return from
+    Checkout) does so in the request's ordinary session."""
+    if params.checkout_result is None:
+        try:
+            async with database.session(read=True) as session:
+                return await build(session)
+        except OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+    return await build(db_session)
+
+
 async def _page(
     request: Request[Any, Any, Any],
     db_session: AsyncSession,
+    database: Database,
     settings: Settings,
     widget: str,
-    build: Callable[[], Awaitable[Page]],
+    build: Callable[[AsyncSession], Awaitable[Page]],
     params: WidgetParams,
     template: str,
     fragment: str,
 ) -> Response[Any]:
-    started = time.perf_counter()
-    try:
-        page = await build()
-    except TollgateError as exc:
-        return await _refused(request, db_session, settings, params, widget, exc)
+    async with _render_slots():
+        # Timed from here: the wait for a slot is queueing, which the client's latency shows.
+        started = time.perf_counter()
+        try:
+            page = await _build(db_session, database, params, build)
+        except TollgateError as exc:
+            return await _refused(request, db_session, settings, params, widget, exc)
     nonce = security.new_nonce()
     context = _context(
         params,
@@ -97,6 +145,8 @@ async def _page(
         csrf=page.csrf,
         access=page.access,
         host_origin=page.access.host_origin,
+        notice=page.notice,
+        can_manage_billing=page.can_manage_billing,
     )
     # Rendered here rather than by a Template response, so the Server-Timing header covers
     # the whole of the work: checks, reads, view model and HTML.
@@ -119,15 +169,16 @@ def _now() -> dt.datetime:
 
 @get("/paywall", name="widgets.paywall")
 async def paywall(
-    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings
+    request: Request[Any, Any, Any], db_session: AsyncSession, database: Database, settings: Settings
 ) -> Response[Any]:
     params = service.parse_params(request.query_params)
     return await _page(
         request,
         db_session,
+        database,
         settings,
         "paywall",
-        lambda: service.paywall_page(db_session, settings, params, _now()),
+        lambda session: service.paywall_page(session, settings, params, _now()),
         params,
         "widgets/paywall.html",
         "widgets/_paywall_body.html",
@@ -136,15 +187,16 @@ async def paywall(
 
 @get("/portal", name="widgets.portal")
 async def portal(
-    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings
+    request: Request[Any, Any, Any], db_session: AsyncSession, database: Database, settings: Settings
 ) -> Response[Any]:
     params = service.parse_params(request.query_params)
     return await _page(
         request,
         db_session,
+        database,
         settings,
         "portal",
-        lambda: service.portal_page(db_session, settings, params, _now()),
+        lambda session: service.portal_page(session, settings, params, _now()),
         params,
         "widgets/portal.html",
         "widgets/_portal_body.html",
@@ -153,17 +205,18 @@ async def portal(
 
 @get("/checkout", name="widgets.checkout")
 async def checkout(
-    request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings
+    request: Request[Any, Any, Any], db_session: AsyncSession, database: Database, settings: Settings
 ) -> Response[Any]:
     params = service.parse_params(request.query_params)
     return await _page(
         request,
         db_session,
+        database,
         settings,
         "checkout",
         # The form's choices (period, quantities, add-ons) ride in the query: the live summary.
-        lambda: service.checkout_page(
-            db_session, settings, params, _now(), {k: v for k, v in request.query_params.items()}
+        lambda session: service.checkout_page(
+            session, settings, params, _now(), {k: v for k, v in request.query_params.items()}
         ),
         params,
         "widgets/checkout.html",
@@ -207,6 +260,7 @@ def _render_action(
         access=page.access,
         host_origin=page.access.host_origin,
         confirming=result.confirming,
+        can_manage_billing=page.can_manage_billing,
     )
     name = {
         ("paywall", True): ("widgets/confirm.html", "widgets/_confirm_body.html"),
@@ -305,25 +359,29 @@ async def cancel_subscription(
 async def manage_billing(
     request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings, data: FormData = FORM
 ) -> Response[Any]:
-    """Checked, then refused honestly until the billing work is merged."""
+    """Stripe's Billing Portal: the whole host page goes there (`tollgate:navigate`)."""
     params = service.parse_params(data)
-    try:
-        await service.checked_action(
-            db_session,
-            settings,
-            params,
-            data.get("csrf"),
-            request.headers.get("origin"),
-            customer_required=True,
-        )
-    except TollgateError as exc:
-        return await _refused(request, db_session, settings, params, "portal", exc)
-    # TODO(checkout merge): create a Billing Portal session through
-    # POST /api/v1/customers/{id}/billing-portal's service and answer HX-Trigger
-    # `tollgate:navigate` with its URL.
-    response = problem(501, "not_available_yet", "The billing portal is not available from the widget yet.")
-    response.headers.update(security.widget_headers((), None))
-    return response
+    return await _action(
+        request,
+        db_session,
+        settings,
+        params,
+        "portal",
+        lambda: service.manage_billing(
+            db_session, settings, params, data.get("csrf"), request.headers.get("origin")
+        ),
+    )
+
+
+@get("/returned", name="widgets.returned", sync_to_thread=False)
+def returned(request: Request[Any, Any, Any]) -> Template:
+    """Where Stripe's pages send the customer when the widget did not know its host page."""
+    outcome = request.query_params.get(subscribing.MARKER)
+    return Template(
+        "widgets/returned.html",
+        context={"outcome": outcome if outcome in service.CHECKOUT_RESULTS else None},
+        headers=security.widget_headers((), None),
+    )
 
 
 @post("/actions/checkout", name="widgets.start_checkout")
@@ -354,6 +412,7 @@ widget_router = Router(
         cancel_subscription,
         manage_billing,
         start_checkout,
+        returned,
     ],
     include_in_schema=False,
 )

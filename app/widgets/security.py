@@ -49,6 +49,31 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def checked_host_url(access: WidgetAccess, host_url: str | None) -> str | None:
+    """The embedding page's URL, if it is on the origin the frame was checked for.
+
+    It becomes Checkout's and the Billing Portal's return address: a URL on any other origin
+    would turn the widget into an open redirect, so it is refused, never dropped silently.
+    """
+    if not host_url:
+        return None
+    parts = urlsplit(host_url)
+    if (
+        parts.scheme not in ("http", "https")
+        or len(host_url) > 2000
+        or any(c.isspace() for c in host_url)
+        or access.host_origin is None
+        or f"{parts.scheme}://{parts.netloc}" != access.host_origin
+        or access.host_origin not in access.frame_ancestors
+    ):
+        raise Forbidden(
+            "The page's address is not on an allowed origin of this environment: Tollgate will not "
+            "send the customer back there.",
+            code="host_url_not_allowed",
+        )
+    return host_url
+
+
 def clean_origins(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """Only bare `scheme://host[:port]` values reach the CSP header: no paths, spaces or `;`."""
     return tuple(dict.fromkeys(v.rstrip("/") for v in values if _ORIGIN_RE.match(v.rstrip("/"))))

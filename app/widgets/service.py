@@ -5,6 +5,7 @@ The routes parse the request into `WidgetParams`, call exactly one of these and 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Mapping
@@ -19,8 +20,9 @@ from app.catalog.models import BillingPeriod, Plan, PlanStatus, PricingType
 from app.core.errors import InvalidRequest, NotFound, TollgateError, not_found
 from app.core.money import format_amount
 from app.settings import Settings
+from app.subscriptions.models import SubscriptionStatus
 from app.subscriptions.schemas import AddonInput, PreviewResult, ProvisionRequest, UnitQuantityInput
-from app.widgets import queries, security, subscribing, viewmodels
+from app.widgets import billing, queries, security, subscribing, viewmodels
 from app.widgets.appearance import texts_from_query, theme_css
 
 _FRAME_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
@@ -34,9 +36,12 @@ CARRIED = (
     "billing-period",
     "theme",
     "host-origin",
+    "host-url",
     "frame-id",
     "from",
 )
+# The answer of a Checkout the host page came back from (tollgate.js reads its URL's marker).
+CHECKOUT_RESULTS = ("success", "cancel")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,9 @@ class WidgetParams:
     texts: dict[str, str]
     theme_css: str
     carried: dict[str, str] = field(default_factory=dict)  # everything to rebuild a widget URL
+    host_url: str | None = None  # the embedding page: where Stripe's pages send the customer back
+    checkout_result: str | None = None  # success | cancel, once, on the page Checkout returned to
+    checkout_subscription: str | None = None
 
     def url(self, path: str, **overrides: str | None) -> str:
         values = dict(self.carried)
@@ -66,7 +74,15 @@ class WidgetParams:
 
     def hidden_fields(self) -> dict[str, str]:
         """What a POST from the frame re-sends so the server can check access again."""
-        keep = ("publishable-key", "customer-id", "customer-token", "host-origin", "frame-id", "product-id")
+        keep = (
+            "publishable-key",
+            "customer-id",
+            "customer-token",
+            "host-origin",
+            "host-url",
+            "frame-id",
+            "product-id",
+        )
         return {k: v for k, v in self.carried.items() if k in keep}
 
 
@@ -76,6 +92,7 @@ def parse_params(query: Mapping[str, str]) -> WidgetParams:
         return value[:limit] if value else None
 
     frame_id = text("frame-id", 40)
+    result = text("checkout-result", 10)
     carried = {k: query[k] for k in CARRIED if query.get(k)}
     carried.update({k: v for k, v in query.items() if k.startswith(("t.", "c.")) and v})
     return WidgetParams(
@@ -91,6 +108,9 @@ def parse_params(query: Mapping[str, str]) -> WidgetParams:
         texts=texts_from_query(query),
         theme_css=theme_css(query),
         carried=carried,
+        host_url=text("host-url", 2001),
+        checkout_result=result if result in CHECKOUT_RESULTS else None,
+        checkout_subscription=text("checkout-subscription", 100),
     )
 
 
@@ -108,10 +128,21 @@ async def frame_ancestors(session: AsyncSession, settings: Settings, params: Wid
 
 
 @dataclass(frozen=True, slots=True)
+class CheckoutNotice:
+    """What the host page learns on coming back from Checkout: shown in the frame, sent as
+    `tollgate:checkout-completed`."""
+
+    text: str
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     access: security.WidgetAccess
     csrf: str
     view: Any
+    notice: CheckoutNotice | None = None
+    can_manage_billing: bool = False  # billed in Stripe, through a connected integration
 
 
 async def _access(
@@ -158,32 +189,34 @@ async def paywall_page(
         customer_pk=customer_pk,
         texts=params.texts,
         now=now,
-        change_types=lambda plans, period: _change_types(session, access, plans, period, now),
+        change_types=lambda plans, period: _change_types(session, access, catalog, plans, period, now),
     )
-    return Page(access, security.csrf_token(settings, access), view)
+    notice = await _checkout_notice(session, access, customer_pk, params)
+    return Page(access, security.csrf_token(settings, access), view, notice)
 
 
 async def _change_types(
     session: AsyncSession,
     access: security.WidgetAccess,
+    catalog: queries.Catalog,
     plans: list[Plan],
     period: BillingPeriod,
     now: dt.datetime,
 ) -> dict[int, str]:
-    """What choosing each plan would be for this customer, by the subscriptions service's rules."""
+    """What choosing each plan would be for this customer, by the subscriptions service's rules
+    (one read of the customer's subscription for the whole paywall, not a preview per plan)."""
     assert access.customer_id is not None
-    kinds: dict[int, str] = {}
+    offers = []
     for plan in plans:
         if plan.pricing_type is PricingType.CUSTOM:
             continue
-        request = ProvisionRequest(customer_id=access.customer_id, plan_id=plan.ref, billing_period=period)
-        try:
-            kinds[plan.pk] = (
-                await subscribing.preview(session, access.environment.pk, request, now)
-            ).change_type
-        except TollgateError:
-            continue  # e.g. not sold in this period: the card says so, its button falls back
-    return kinds
+        version = catalog.prices.get(plan.pk)
+        offers.append((plan, version.pk if version else None, version.charges if version else []))
+    return dict(
+        await subscribing.change_types(
+            session, access.environment.pk, access.customer_id, offers, period, now
+        )
+    )
 
 
 async def portal_page(
@@ -192,10 +225,48 @@ async def portal_page(
     access = await _access(session, settings, params, customer_required=True)
     customer_pk = await _customer_pk(session, access)
     assert customer_pk is not None
+    notice = await _checkout_notice(session, access, customer_pk, params)
     view = await viewmodels.portal_view(
         session, customer_pk=customer_pk, product_ref=params.product_id, texts=params.texts, now=now
     )
-    return Page(access, security.csrf_token(settings, access), view)
+    billed = await billing.can_manage_billing(session, access.environment.pk, customer_pk)
+    return Page(access, security.csrf_token(settings, access), view, notice, billed)
+
+
+async def _checkout_notice(
+    session: AsyncSession, access: security.WidgetAccess, customer_pk: int | None, params: WidgetParams
+) -> CheckoutNotice | None:
+    """The outcome of the Checkout this page came back from, for this customer's own subscription.
+
+    Cancelled: the subscription that waited for the payment is ended now, so nothing changed.
+    """
+    if params.checkout_result is None or customer_pk is None or not params.checkout_subscription:
+        return None
+    try:
+        ref = await subscribing.owned_subscription(
+            session, access.environment.pk, customer_pk, params.checkout_subscription
+        )
+    except TollgateError:
+        return None  # not this customer's: say nothing about it
+    sub = await subscribing.current(session, access.environment.pk, ref)
+    if params.checkout_result == "cancel" and sub.status is SubscriptionStatus.PAYMENT_PENDING:
+        sub = await subscribing.cancel(session, access.environment.pk, ref, immediately=True)
+    completed = params.checkout_result == "success" and sub.status in (
+        SubscriptionStatus.ACTIVE,
+        SubscriptionStatus.IN_TRIAL,
+    )
+    plan_name = await session.scalar(
+        select(Plan.name).where(Plan.environment_pk == access.environment.pk, Plan.ref == sub.plan_id)
+    )
+    texts = params.texts
+    if completed:
+        text = texts["checkout_success"]
+    elif params.checkout_result == "success":
+        text = texts["checkout_pending"]
+    else:
+        text = texts["checkout_cancelled"]
+    event = {**subscribing.event(sub), "completed": completed}
+    return CheckoutNotice(text.replace("{plan}", plan_name or sub.plan_id), event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +316,8 @@ async def checkout_page(
     form: Mapping[str, str] | None = None,
 ) -> Page:
     access = await _access(session, settings, params, customer_required=True)
-    await _customer_pk(session, access)
+    customer_pk = await _customer_pk(session, access)
+    notice = await _checkout_notice(session, access, customer_pk, params)
     if not params.plan_id:
         raise InvalidRequest("The checkout widget needs a plan-id.", code="plan_required", param="plan-id")
     catalog = await queries.published_catalog(session, access.environment.pk, params.product_id)
@@ -305,7 +377,7 @@ async def checkout_page(
         summary=summary,
         values=form,
     )
-    return Page(access, security.csrf_token(settings, access), view)
+    return Page(access, security.csrf_token(settings, access), view, notice)
 
 
 # ---- actions (POSTs from inside the frame) ---------------------------------------------------------
@@ -323,6 +395,7 @@ async def checked_action(
     """Access and CSRF checks every widget POST goes through before it does anything."""
     access = await _access(session, settings, params, customer_required=customer_required)
     security.check_csrf(settings, access, csrf, origin)
+    security.checked_host_url(access, params.host_url)  # refused before anything is created
     await _customer_pk(session, access)
     return access
 
@@ -348,6 +421,7 @@ class ConfirmView:
     effective_date: str
     scheduled: bool
     lines: list[LineView]
+    to_payment: bool = False  # confirming sends the customer to Stripe Checkout
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,9 +511,28 @@ async def select_plan(
     )
     if not at_once and not confirmed:
         view = confirm_view(plan, action, preview)
+        if preview.change_type == "NEW" and plan.pricing_type is PricingType.PAID:
+            to_payment = await billing.pays_at_checkout(session, access.environment.pk, access.customer_id)
+            view = dataclasses.replace(view, to_payment=to_payment)
         return ActionResult(page=Page(access, security.csrf_token(settings, access), view), confirm=True)
-    outcome = await subscribing.provision(session, access.environment.pk, request)
+    # A trial starts now: its card can wait for the trial's end.
+    outcome = await _provision(session, settings, access, params, request, preview.trial_end is None)
     return await _after_change(session, settings, access, params, outcome, "paywall", now)
+
+
+async def _provision(
+    session: AsyncSession,
+    settings: Settings,
+    access: security.WidgetAccess,
+    params: WidgetParams,
+    request: ProvisionRequest,
+    collect_payment: bool = True,
+) -> subscribing.Outcome:
+    """Provision; Checkout, when payment is needed, returns to the (checked) embedding page."""
+    host_url = security.checked_host_url(access, params.host_url)
+    return await subscribing.provision(
+        session, settings, access.environment, request, host_url=host_url, collect_payment=collect_payment
+    )
 
 
 async def _after_change(
@@ -512,6 +605,19 @@ async def cancel_scheduled_change(
     return ActionResult(events=events, page=await _rerender(session, settings, params, widget, now))
 
 
+async def manage_billing(
+    session: AsyncSession, settings: Settings, params: WidgetParams, csrf: str | None, origin: str | None
+) -> ActionResult:
+    """Stripe's Billing Portal for this customer, returning to the embedding page."""
+    access = await checked_action(session, settings, params, csrf, origin, customer_required=True)
+    assert access.customer_id is not None
+    return_url = security.checked_host_url(access, params.host_url) or (
+        f"{settings.public_url}{subscribing.RETURN_PATH}"
+    )
+    url = await billing.portal_url(session, settings, access.environment, access.customer_id, return_url)
+    return ActionResult(navigate=url)
+
+
 def checkout_request(customer_id: str, plan_id: str, form: Mapping[str, str]) -> ProvisionRequest:
     """The checkout form's choices: `billing-period`, `unit.<feature>` and `addon.<id>` quantities."""
 
@@ -562,7 +668,7 @@ async def checkout_subscribe(
     plan = await _published_plan(session, access.environment.pk, params.plan_id)
     assert access.customer_id is not None
     request = checkout_request(access.customer_id, plan.ref, form)
-    outcome = await subscribing.provision(session, access.environment.pk, request)
+    outcome = await _provision(session, settings, access, params, request)
     if outcome.checkout_url is not None:
         return ActionResult(navigate=outcome.checkout_url)
     assert outcome.subscription is not None

@@ -1,20 +1,27 @@
 """The widgets' one door into the subscriptions service.
 
 Every change a widget makes goes through `provision`, `cancel`, `cancel_scheduled` and
-`preview` here, so the checkout work has a single place to plug in: when provisioning answers
-PAYMENT_REQUIRED with a Checkout URL, the widget sends the host page there (`tollgate:navigate`).
+`preview` here. Provisioning goes through the billing layer (payment gate + Checkout): when it
+answers with a Checkout URL, the widget sends the whole host page there (`tollgate:navigate`),
+and Checkout sends the customer back to that page, marked with `tollgate_checkout=...`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import TollgateError, not_found
+from app.billing.checkout import append_query
+from app.billing.provisioning import provision_with_billing
+from app.billing.schemas import CheckoutOptions, ProvisionWithCheckout
+from app.catalog.models import BillingPeriod, Charge, Plan
+from app.core.errors import not_found
+from app.environments.service import EnvironmentRef
+from app.settings import Settings
 from app.subscriptions import service
 from app.subscriptions.models import Subscription
 from app.subscriptions.schemas import (
@@ -34,27 +41,40 @@ class Outcome:
     checkout_url: str | None = None
 
 
-def _checkout_url(source: Any) -> str | None:
-    """The checkout work answers PAYMENT_REQUIRED with a URL, on the result or on the error."""
-    url = getattr(source, "checkout_url", None)
-    if url is None and isinstance(source, TollgateError):
-        url = source.extra.get("checkoutUrl")
-    return url if isinstance(url, str) and url else None
+RETURN_PATH = "/widgets/returned"
+MARKER = "tollgate_checkout"  # tollgate.js recognises the page Checkout sent the customer back to
 
 
-async def provision(session: AsyncSession, environment_pk: int, request: ProvisionRequest) -> Outcome:
-    # TODO(checkout merge): call the checkout-aware provisioning (payment gate + Checkout
-    # session) here once `checkout` is merged; both result shapes are already understood.
-    try:
-        result = await service.provision_subscription(session, environment_pk, request)
-    except TollgateError as exc:
-        url = _checkout_url(exc)
-        if url is None:
-            raise
-        return Outcome(None, "PAYMENT_REQUIRED", url)
-    url = _checkout_url(result)
-    if url is not None:
-        return Outcome(result.subscription, "PAYMENT_REQUIRED", url)
+def checkout_options(settings: Settings, host_url: str | None) -> CheckoutOptions:
+    """Back to the embedding page, marked; without one, to Tollgate's own return page."""
+    base = host_url or f"{settings.public_url}{RETURN_PATH}"
+    return CheckoutOptions(
+        success_url=append_query(base, **{MARKER: "success"}),
+        cancel_url=append_query(base, **{MARKER: "cancel"}),
+    )
+
+
+async def provision(
+    session: AsyncSession,
+    settings: Settings,
+    env: EnvironmentRef,
+    request: ProvisionRequest,
+    *,
+    host_url: str | None,
+    collect_payment: bool = True,
+) -> Outcome:
+    """Provision through the billing layer: with Stripe connected, a paid plan for a customer
+    with no card on file waits for Checkout, and the answer is the page to send the host to.
+
+    `collect_payment=False` (a trial starting now) asks for no Checkout: the card can wait.
+    """
+    fields = {name: getattr(request, name) for name in request.__struct_fields__}
+    options = checkout_options(settings, host_url) if collect_payment else None
+    result = await provision_with_billing(
+        session, settings, env, ProvisionWithCheckout(**fields, checkout_options=options)
+    )
+    if result.checkout_url:
+        return Outcome(result.subscription, "PAYMENT_REQUIRED", result.checkout_url)
     return Outcome(result.subscription, result.status)
 
 
@@ -62,6 +82,21 @@ async def preview(
     session: AsyncSession, environment_pk: int, request: ProvisionRequest, now: dt.datetime | None = None
 ) -> PreviewResult:
     return await service.preview_subscription(session, environment_pk, request, now=now)
+
+
+async def change_types(
+    session: AsyncSession,
+    environment_pk: int,
+    customer_ref: str,
+    offers: Sequence[tuple[Plan, int | None, Sequence[Charge]]],
+    period: BillingPeriod,
+    now: dt.datetime,
+) -> dict[int, str]:
+    return dict(await service.change_types(session, environment_pk, customer_ref, offers, period, now=now))
+
+
+async def current(session: AsyncSession, environment_pk: int, ref: str) -> SubscriptionOut:
+    return await service.get_subscription(session, environment_pk, ref)
 
 
 async def cancel(

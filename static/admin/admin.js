@@ -4,6 +4,8 @@
 //    users move through the options with the arrow keys and press the Switch button, so an
 //    arrow key never navigates away.
 // 3. After htmx replaces the page content, focus moves to it (or its error summary), as on a load.
+// 4. A link with data-dialog="<id>" opens that <dialog> (e.g. a confirmation) instead of leading to
+//    its fallback page; a button with data-close-dialog closes the dialog it is in.
 (function () {
   "use strict";
   var pickedWithKeyboard = false;
@@ -31,6 +33,21 @@
   document.addEventListener("change", function (event) {
     var target = event.target;
     if (isSwitcher(target) && !pickedWithKeyboard && target.form) target.form.requestSubmit();
+  });
+  document.addEventListener("click", function (event) {
+    var target = event.target instanceof Element ? event.target : null;
+    var opener = target && target.closest("[data-dialog]");
+    if (opener) {
+      var dialog = document.getElementById(opener.getAttribute("data-dialog"));
+      if (dialog instanceof HTMLDialogElement) {
+        event.preventDefault();
+        dialog.showModal();
+      }
+      return;
+    }
+    var closer = target && target.closest("[data-close-dialog]");
+    var open = closer && closer.closest("dialog");
+    if (open) open.close();
   });
   document.addEventListener("htmx:afterSwap", function (event) {
     var target = event.detail.target;

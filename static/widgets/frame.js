@@ -113,4 +113,12 @@
   // Size first: by the time the host marks the element ready, the frame already has its height.
   reportSize();
   send({ type: "tollgate:ready", widget: root.dataset.widget, title: document.title });
+  // Back from Checkout: the server checked the outcome; the host hears it once, after "ready".
+  if (root.dataset.checkoutEvent) {
+    try {
+      send({ type: "tollgate:event", name: "checkout-completed", detail: JSON.parse(root.dataset.checkoutEvent) });
+    } catch (_) {
+      /* a malformed attribute is never sent */
+    }
+  }
 })();

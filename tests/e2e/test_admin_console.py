@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -60,8 +62,9 @@ class Console:
         )
 
 
-@pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+@contextmanager
+def running_console(directory: Path, **settings_overrides: Any) -> Iterator[Console]:
+    """The app served live with environment ENV and the operator EMAIL, and a Chromium."""
     created: dict[str, CreatedEnvironment] = {}
 
     async def prepare(database: Database) -> None:
@@ -72,11 +75,20 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     with pytest.MonkeyPatch.context() as patch:
         # Still argon2id, with small costs: the machine is shared and the real cost is not under test.
         patch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-        with serve_app(tmp_path_factory.mktemp("console"), prepare=prepare) as server, chromium() as browser:
+        with (
+            serve_app(directory, prepare=prepare, **settings_overrides) as server,
+            chromium() as browser,
+        ):
             console = Console(server=server, browser=browser, env=created["env"])
             yield console
             for context in console.contexts:
                 context.close()
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    with running_console(tmp_path_factory.mktemp("console")) as console:
+        yield console
 
 
 def sign_in(page: Page, password: str = PASSWORD) -> None:

@@ -13,18 +13,14 @@ from dataclasses import dataclass
 
 import pytest
 import stripe
-from argon2 import PasswordHasher
 from playwright.sync_api import Locator, Page, expect
 from sqlalchemy import select
 
-from app.admin import auth
-from app.admin.auth import add_operator
 from app.billing.integration import IntegrationService
 from app.billing.models import StripeIntegration
 from app.db import Database
-from app.environments.service import CreatedEnvironment, create_environment
-from tests.e2e.test_admin_console import ENV, Console, no_problems, sign_in
-from tests.support.browser import chromium, screenshot_path, serve_app
+from tests.e2e.test_admin_console import ENV, Console, no_problems, running_console, sign_in
+from tests.support.browser import screenshot_path
 from tests.support.sandbox import RunningSandbox, running_sandbox
 
 pytestmark = pytest.mark.browser
@@ -46,39 +42,26 @@ class Synced:
 
 @pytest.fixture(scope="module")
 def synced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synced]:
-    created: dict[str, CreatedEnvironment] = {}
+    with (
+        running_sandbox() as sandbox,
+        running_console(
+            tmp_path_factory.mktemp("sync-console"),
+            embedded_worker=True,
+            stripe_sandbox_url=sandbox.base_url,
+            stripe_api_base=sandbox.base_url,
+        ) as console,
+    ):
+        response = console.api("put", "/integrations/stripe", {"mode": "SANDBOX"})
+        assert response.status_code == 200, response.text
+        server = console.server
 
-    async def prepare(database: Database) -> None:
-        async with database.session() as session:
-            created["env"] = await create_environment(session, ENV, "End to end")
-            await add_operator(session, "operator@example.com", "a long operator password")
+        async def api_key(database: Database) -> str:
+            async with database.session() as session:
+                row = await session.scalar(select(StripeIntegration))
+                assert row is not None
+                return IntegrationService(session, server.settings).api_key(row)
 
-    with pytest.MonkeyPatch.context() as patch, running_sandbox() as sandbox:
-        # Still argon2id, with small costs: the machine is shared and the real cost is not under test.
-        patch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-        with (
-            serve_app(
-                tmp_path_factory.mktemp("sync-console"),
-                prepare=prepare,
-                embedded_worker=True,
-                stripe_sandbox_url=sandbox.base_url,
-                stripe_api_base=sandbox.base_url,
-            ) as server,
-            chromium() as browser,
-        ):
-            console = Console(server=server, browser=browser, env=created["env"])
-            response = console.api("put", "/integrations/stripe", {"mode": "SANDBOX"})
-            assert response.status_code == 200, response.text
-
-            async def api_key(database: Database) -> str:
-                async with database.session() as session:
-                    row = await session.scalar(select(StripeIntegration))
-                    assert row is not None
-                    return IntegrationService(session, server.settings).api_key(row)
-
-            yield Synced(console, sandbox, sandbox.client(server.run(api_key)))
-            for context in console.contexts:
-                context.close()
+        yield Synced(console, sandbox, sandbox.client(server.run(api_key)))
 
 
 def stripe_status(page: Page) -> Locator:

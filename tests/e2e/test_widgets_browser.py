@@ -637,6 +637,11 @@ async def test_checkout_widget_live_summary_then_subscribe(world: World) -> None
     frame = _frame(page, "co")
     due = frame.locator('[data-testid="due-now"]')
     assert (await due.inner_text()).strip() == "$36"  # 3 seats (the minimum) × $12
+    # A summary refresh never replaces the inputs: an answer arriving while the customer types
+    # in the next field (the blur of this one sends a change) cannot undo the edit. It used to
+    # swap the whole form, which made this test flaky when the server answered fast.
+    addon_input = frame.locator('input[name="addon.extra-seats"]')
+    await addon_input.evaluate("el => { el.tgKept = true; }")
     await frame.locator('input[name="unit.seats"]').fill("5")
     await frame.locator('input[name="unit.seats"]').dispatch_event("change")
     await frame.locator('[data-testid="due-now"]', has_text="$60").wait_for()
@@ -644,6 +649,7 @@ async def test_checkout_widget_live_summary_then_subscribe(world: World) -> None
     await frame.locator('input[name="addon.extra-seats"]').fill("1")
     await frame.locator('input[name="addon.extra-seats"]').dispatch_event("change")
     await frame.locator('[data-testid="due-now"]', has_text="$65").wait_for()
+    assert await addon_input.evaluate("el => el.tgKept === true && el.value === '1'")
     await frame.get_by_role("button", name="Subscribe").click()
     changed = await _wait_change(page, "co", "team", 1)
     assert changed["status"] == "ACTIVE"

@@ -64,10 +64,8 @@ def _q(value: str) -> str:
     return quote_plus(str(value))
 
 
-@pytest.fixture
-async def console(
-    client: AsyncTestClient[Litestar], database: Database, api: ApiEnv
-) -> AsyncIterator[Console]:
+async def open_console(client: AsyncTestClient[Litestar], database: Database, env: str) -> Console:
+    """A new operator, signed in on `client` (whose cookies are replaced), looking at `env`."""
     client.cookies.clear()
     email = f"screens-{uuid.uuid4().hex[:8]}@example.com"
     async with database.session() as session:
@@ -81,9 +79,16 @@ async def console(
         follow_redirects=False,
     )
     assert signed.status_code == 303
-    console = Console(client, api.created.environment_id, email)
+    console = Console(client, env, email)
     await console.get("/admin")
-    yield console
+    return console
+
+
+@pytest.fixture
+async def console(
+    client: AsyncTestClient[Litestar], database: Database, api: ApiEnv
+) -> AsyncIterator[Console]:
+    yield await open_console(client, database, api.created.environment_id)
     client.cookies.clear()
 
 

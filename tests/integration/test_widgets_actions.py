@@ -13,7 +13,6 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
 from app.catalog.models import Plan
-from app.core.errors import TollgateError
 from app.db import Database
 from app.subscriptions import service as subscriptions
 from app.subscriptions.models import Subscription
@@ -214,33 +213,3 @@ async def test_checkout_live_summary_and_subscribe(
         sub = await subscriptions.get_subscription(session, seeded.env.pk, sub_id)
     assert [(u.feature_id, u.quantity) for u in sub.unit_quantities] == [("seats", 5)]
     assert [(a.addon_id, a.quantity) for a in sub.addons] == [("extra-seats", 2)]
-
-
-async def test_a_checkout_url_from_provisioning_navigates_the_host(
-    client: AsyncTestClient[Litestar],
-    shop: tuple[Seeded, dict[str, str], dict[str, int]],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The checkout work answers PAYMENT_REQUIRED with a URL: the widget sends the host there."""
-    seeded, tokens, _ = shop
-
-    async def payment_required(*_: Any, **__: Any) -> Any:
-        raise TollgateError(
-            "Payment required.",
-            code="payment_required",
-            status_code=402,
-            extra={"checkoutUrl": "https://checkout.stripe.com/c/pay/cs_test_1"},
-        )
-
-    monkeypatch.setattr(subscriptions, "provision_subscription", payment_required)
-    form = await _form(client, seeded, "alice", tokens["alice"])
-    response = await client.post(
-        "/widgets/actions/select-plan",
-        data={**form, "plan-id": "team", "action": "subscribe", "confirm": "1"},
-        headers=HTMX,
-    )
-    assert response.status_code == 200, response.text
-    assert json.loads(response.headers["hx-trigger"]) == {
-        "tollgate:navigate": {"url": "https://checkout.stripe.com/c/pay/cs_test_1"}
-    }
-    assert response.headers["hx-reswap"] == "none"

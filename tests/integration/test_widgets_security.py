@@ -218,15 +218,15 @@ async def test_select_plan_needs_a_csrf_token_bound_to_the_customer(
         assert "hx-trigger" not in response.headers
 
 
-async def test_billing_portal_waits_for_the_billing_work_checked_then_refused_honestly(
+async def test_billing_portal_is_checked_then_needs_a_connected_stripe(
     client: AsyncTestClient[Litestar], shop: tuple[Seeded, dict[str, str]]
 ) -> None:
     seeded, tokens = shop
     form = await _form(client, seeded, "payer", tokens["payer"])
-    response = await client.post("/widgets/actions/manage-billing", data=form, headers=HTMX)
-    assert response.status_code == 501 and problem_code(response) == "not_available_yet"
     refused = await client.post("/widgets/actions/manage-billing", data={**form, "csrf": "x"}, headers=HTMX)
     assert refused.status_code == 403 and problem_code(refused) == "invalid_csrf_token"
+    response = await client.post("/widgets/actions/manage-billing", data=form, headers=HTMX)
+    assert response.status_code == 404 and problem_code(response) == "integration_not_found"
 
 
 async def test_theme_values_and_texts_cannot_inject(

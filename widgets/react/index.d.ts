@@ -27,6 +27,11 @@ export interface TollgateWidgetProps {
   style?: React.CSSProperties;
   onReady?: (detail: ReadyDetail, event: CustomEvent<ReadyDetail>) => void;
   onError?: (detail: TollgateErrorDetail, event: CustomEvent<TollgateErrorDetail>) => void;
+  /**
+   * Back from Stripe Checkout (the page loaded with its return marker): how it went. Sent once
+   * per page load, by one of the page's widgets that have a customer.
+   */
+  onCheckoutCompleted?: (detail: CheckoutCompletedDetail, event: CustomEvent<CheckoutCompletedDetail>) => void;
 }
 
 export interface PaywallProps extends TollgateWidgetProps {
@@ -47,7 +52,6 @@ export interface CheckoutProps extends TollgateWidgetProps {
   customerId: string;
   customerToken: string;
   planId: string;
-  onCheckoutCompleted?: (detail: CheckoutCompletedDetail, event: CustomEvent<CheckoutCompletedDetail>) => void;
 }
 
 export declare const Paywall: React.ForwardRefExoticComponent<PaywallProps & React.RefAttributes<TollgateElement>>;
