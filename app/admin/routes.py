@@ -19,6 +19,7 @@ from app.admin.views.environments import EnvironmentController
 from app.admin.views.integrations import SettingsController
 from app.admin.views.priced import AddonController, PlanController
 from app.admin.views.subscriptions import SubscriptionController
+from app.admin.views.sync import SyncController
 from app.admin.views.webhooks import WebhookEventController
 
 admin_router = Router(
@@ -34,6 +35,7 @@ admin_router = Router(
         CouponController,
         CustomerController,
         SubscriptionController,
+        SyncController,
         SettingsController,
         WebhookEventController,
         not_found_page,

@@ -33,8 +33,14 @@ def api_base_for(settings: Settings, sandbox: bool) -> str | None:
     return settings.sandbox_api_base if sandbox else settings.stripe_api_base
 
 
-def dashboard_url(settings: Settings, sandbox: bool, live: bool, stripe_id: str) -> str:
-    """A link that opens the object in Stripe's dashboard (or the sandbox's own page)."""
+def dashboard_url(
+    settings: Settings, sandbox: bool, live: bool, stripe_id: str, kind: str | None = None
+) -> str:
+    """A link that opens the object in Stripe's dashboard (or the sandbox's own page).
+
+    `kind` ("products", "coupons", ...) is the dashboard's section where the id does not say it:
+    our deterministic product and coupon ids both read `tg_...`.
+    """
     if sandbox:
         return f"{settings.sandbox_api_base}/dashboard/{stripe_id}"
     mode = "" if live else "test/"
@@ -42,6 +48,8 @@ def dashboard_url(settings: Settings, sandbox: bool, live: bool, stripe_id: str)
         # Account-scoped dashboard address: opens that account even when the operator has several.
         return f"https://dashboard.stripe.com/{stripe_id}/{mode}dashboard"
     prefix = "https://dashboard.stripe.com/" + mode
+    if kind:
+        return f"{prefix}{kind}/{stripe_id}"
     kinds = {
         "cus_": "customers",
         "sub_": "subscriptions",

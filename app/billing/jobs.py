@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -45,6 +46,17 @@ def engine_for(database: Database, settings: Settings) -> SyncEngine:
     return engine
 
 
+@dataclass(frozen=True)
+class ReconciledEntity:
+    """One entity a reconcile had to act on: Stripe was changed, or the sync failed."""
+
+    entity_type: str
+    entity_pk: int
+    status: SyncStatus
+    changed: bool
+    error: str | None
+
+
 @dataclass
 class ReconcileReport:
     environments: int = 0
@@ -53,6 +65,8 @@ class ReconcileReport:
     failed: int = 0
     not_synced: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
+    # Filled by `reconcile_environment` only (reconcile_all counts).
+    entities: list[ReconciledEntity] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [
@@ -105,6 +119,58 @@ async def reconcile_all(
     await drain(engine)
     report.changed = engine.stats.changed - before_changed
     report.failed = engine.stats.failed - before_failed
+    await _count_states(database, env_pks, report)
+    logger.info("reconcile: %s", "; ".join(report.lines()))
+    return report
+
+
+# Catalog and customers before the subscriptions that need them (as the engine's own phases).
+_PHASES = (("plan", "addon", "coupon", "customer"), ("subscription",))
+
+
+async def reconcile_environment(
+    database: Database, settings: Settings, environment_pk: int
+) -> ReconcileReport:
+    """Reconcile one environment now and say entity by entity what it changed (the console's button).
+
+    Unlike `reconcile_all` it syncs only this environment's entities (the worker keeps the rest)
+    and keeps each entity's outcome; a transient error leaves the entity PENDING for the worker.
+    """
+    engine = engine_for(database, settings)
+    report = ReconcileReport()
+    async with database.session() as session:
+        connected = await session.scalar(
+            select(StripeIntegration.pk).where(
+                StripeIntegration.environment_pk == environment_pk,
+                StripeIntegration.status == IntegrationStatus.ACTIVE,
+            )
+        )
+        targets = await all_entities(session, environment_pk) if connected else set()
+        await mark_pending(session, targets, utcnow())
+    report.environments = int(connected is not None)
+    report.checked = len(targets)
+    limit = asyncio.Semaphore(engine.concurrency)
+
+    async def one(entity_type: str, entity_pk: int) -> None:
+        async with limit:
+            outcome = await engine.sync_entity(environment_pk, entity_type, entity_pk)
+        if outcome.changed or outcome.status in (SyncStatus.FAILED, SyncStatus.PENDING):
+            report.entities.append(
+                ReconciledEntity(entity_type, entity_pk, outcome.status, outcome.changed, outcome.error)
+            )
+
+    for kinds in _PHASES:
+        await asyncio.gather(*(one(kind, pk) for _, kind, pk in sorted(targets) if kind in kinds))
+    report.entities.sort(key=lambda e: (e.entity_type, e.entity_pk))
+    report.changed = sum(e.changed for e in report.entities)
+    report.failed = sum(e.status is SyncStatus.FAILED for e in report.entities)
+    await _count_states(database, [environment_pk], report)
+    logger.info("reconcile of environment %s: %s", environment_pk, "; ".join(report.lines()))
+    return report
+
+
+async def _count_states(database: Database, env_pks: list[int], report: ReconcileReport) -> None:
+    """Where the environments' entities stand now, by type and status."""
     async with database.session() as session:
         for entity_type, status in (
             await session.execute(
@@ -116,8 +182,6 @@ async def reconcile_all(
             report.by_type[f"{entity_type} {status.value}"] = (
                 report.by_type.get(f"{entity_type} {status.value}", 0) + 1
             )
-    logger.info("reconcile: %s", "; ".join(report.lines()))
-    return report
 
 
 async def catch_up(database: Database, settings: Settings) -> int:

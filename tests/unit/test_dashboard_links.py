@@ -29,3 +29,16 @@ def test_test_and_live_links(stripe_id: str, live: bool, expected: str) -> None:
 def test_sandbox_links_stay_on_the_sandbox() -> None:
     settings = load_settings()
     assert dashboard_url(settings, True, False, "acct_1") == f"{settings.sandbox_api_base}/dashboard/acct_1"
+
+
+def test_our_tg_ids_open_the_section_they_are_given() -> None:
+    # Our product and coupon ids both read tg_...: the caller names the dashboard's section.
+    settings = load_settings()
+    assert (
+        dashboard_url(settings, False, False, "tg_int_1_plan_7", "products")
+        == "https://dashboard.stripe.com/test/products/tg_int_1_plan_7"
+    )
+    assert (
+        dashboard_url(settings, False, True, "tg_int_1_coupon_3", "coupons")
+        == "https://dashboard.stripe.com/coupons/tg_int_1_coupon_3"
+    )

@@ -13,6 +13,7 @@ from app.admin.context import AdminContext, flash
 from app.admin.forms import Errors, FormInvalid, convert, service_errors
 from app.admin.queries import list_catalog
 from app.admin.rendering import redirect, render
+from app.admin.views.sync import SYNCED_SECTIONS, sync_badges
 from app.catalog import schemas as s
 from app.catalog import service
 from app.core.errors import TollgateError
@@ -36,6 +37,10 @@ async def render_list(
     after: str | None,
 ) -> Response[str]:
     page = await list_catalog(db_session, ctx.env_ref, kind, search=q, status=status, after=after)
+    synced = SYNCED_SECTIONS.get(kind)
+    badges = (
+        await sync_badges(request, db_session, ctx, synced, [r.ref for r in page.rows]) if synced else None
+    )
     title, noun = LIST_TITLES[kind]
     statuses = ["DRAFT", "PUBLISHED", "ARCHIVED"] if kind in ("plans", "addons") else ["ACTIVE", "ARCHIVED"]
     return render(
@@ -49,6 +54,8 @@ async def render_list(
             "title": title,
             "noun": noun,
             "statuses": statuses,
+            "entity_type": synced,
+            "badges": badges,
         },
     )
 
@@ -347,6 +354,7 @@ class CouponController(Controller):
         return render_form(
             request, ctx, "admin/coupons/page.html", section="coupons",
             values=cf.coupon_values(coupon=coupon), errors={}, coupon=coupon,
+            badges=await sync_badges(request, db_session, ctx, "coupon", [ref]),
         )  # fmt: skip
 
     @post("/{ref:str}")
@@ -366,6 +374,7 @@ class CouponController(Controller):
                 request, ctx, "admin/coupons/page.html", section="coupons",
                 values=cf.coupon_values(coupon=current) | {"name": values["name"], "description": values["description"]},
                 errors=errors, coupon=current, status_code=422,
+                badges=await sync_badges(request, db_session, ctx, "coupon", [ref]),
             )  # fmt: skip
         flash(request, "Coupon saved.")
         return redirect(request, ctx.url(f"/admin/coupons/{coupon.id}"))

@@ -19,6 +19,7 @@ from app.admin.views.subscriptions import (
     provision_request,
     provision_values,
 )
+from app.admin.views.sync import sync_badges
 from app.customers import service
 from app.customers.schemas import CustomerOut, CustomerUpdate
 from app.subscriptions import service as subscriptions
@@ -103,7 +104,14 @@ class CustomerController(Controller):
         return render(
             request,
             "admin/customers/list.html",
-            {"ctx": ctx, "section": "customers", "kind": "customers", "page": page, "search": q or ""},
+            {
+                "ctx": ctx,
+                "section": "customers",
+                "kind": "customers",
+                "page": page,
+                "search": q or "",
+                "badges": await sync_badges(request, db_session, ctx, "customer", [c.id for c in page.data]),
+            },
         )
 
     @get("/{ref:str}")
@@ -173,6 +181,7 @@ class CustomerController(Controller):
         provision_errors: Errors | None = None,
         preview: PreviewResult | None = None,
     ) -> Response[str]:
+        section = await customer_section(db_session, ctx, customer)
         return render(
             request,
             "admin/customers/page.html",
@@ -187,7 +196,11 @@ class CustomerController(Controller):
                 "provision_errors": provision_errors or {},
                 "preview": preview,
                 "previewed": fingerprint(provision) if preview and provision else "",
-                **await customer_section(db_session, ctx, customer),
+                **section,
+                "badges": await sync_badges(request, db_session, ctx, "customer", [customer.id]),
+                "sub_badges": await sync_badges(
+                    request, db_session, ctx, "subscription", [s.id for s in section["subscriptions"]]
+                ),
             },
             status_code=status_code,
         )

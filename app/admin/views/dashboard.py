@@ -23,8 +23,5 @@ async def dashboard(
 
 @get("/{rest:path}", name="admin:not-found")
 async def not_found_page(rest: str) -> Response[str]:
-    """Unknown console addresses answer with the console's 404 page, and only after sign-in.
-
-    (Subscription pages, linked from Stripe as /admin/subscriptions/{id}, land here until they exist.)
-    """
+    """Unknown console addresses answer with the console's 404 page, and only after sign-in."""
     raise NotFound("There is nothing at this address.", code="page_not_found")

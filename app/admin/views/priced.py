@@ -13,6 +13,7 @@ from app.admin.forms import Errors, convert
 from app.admin.queries import choices
 from app.admin.rendering import redirect, render
 from app.admin.views.catalog import archive_and_return, render_list, save
+from app.admin.views.sync import SYNCED_SECTIONS, sync_badges
 from app.catalog import schemas as s
 from app.catalog import service
 
@@ -61,6 +62,9 @@ async def _render_priced_form(
             "spare": spare or {"entitlements": 1, "charges": 1},
             "entity": entity,
             "versions": versions or [],
+            "badges": await sync_badges(request, db_session, ctx, SYNCED_SECTIONS[kind], [entity.id])
+            if entity is not None
+            else None,
             **(await form_choices(db_session, ctx, kind)),
         },
         status_code=status_code,

@@ -19,6 +19,7 @@ from app.admin.context import AdminContext, flash
 from app.admin.forms import Errors, FormData, FormInvalid, all_values, convert, service_errors, text
 from app.admin.queries import choices, sellable
 from app.admin.rendering import redirect, render
+from app.admin.views.sync import sync_badges
 from app.core.errors import TollgateError
 from app.customers.schemas import CustomerOut
 from app.subscriptions import entitlements
@@ -160,6 +161,7 @@ class SubscriptionController(Controller):
                 "errors": errors,
                 "preview": preview,
                 "previewed": fingerprint(values) if preview else "",
+                "badges": await sync_badges(request, db_session, ctx, "subscription", [sub.id]),
             },
             status_code=status_code,
         )

@@ -1,0 +1,162 @@
+"""Stripe sync in the console: every sync state of the environment (failures first), a Retry per
+failed entity, "Reconcile now"; and `sync_badges`, which the entity pages and lists use to show
+each entity's billing id, dashboard link and status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+from litestar import Controller, Request, Response, get, post
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.admin.context import AdminContext, flash, safe_next
+from app.admin.forms import text
+from app.admin.queries import PAGE_SIZE
+from app.admin.rendering import redirect, render
+from app.billing.mapping import ADMIN_PATHS
+from app.billing.models import SyncStatus
+from app.billing.status import (
+    MODELS,
+    ReconcileOut,
+    SyncBadges,
+    list_sync_states,
+    reconcile,
+    retry_sync,
+    stripe_connected,
+    sync_states_for,
+)
+from app.db import Database
+from app.settings import Settings
+
+# Console section ("plans") -> synced entity type ("plan").
+SYNCED_SECTIONS = {path: entity_type for entity_type, path in ADMIN_PATHS.items()}
+TYPE_LABELS = {
+    "plan": "Plan",
+    "addon": "Add-on",
+    "coupon": "Coupon",
+    "customer": "Customer",
+    "subscription": "Subscription",
+}
+
+
+def _settings(request: Request[Any, Any, Any]) -> Settings:
+    return request.app.state["settings"]
+
+
+async def sync_badges(
+    request: Request[Any, Any, Any],
+    db_session: AsyncSession,
+    ctx: AdminContext,
+    entity_type: str,
+    refs: Sequence[str],
+) -> SyncBadges:
+    """The sync states of a page's entities, in one query (for `components/sync.html`)."""
+    return await sync_states_for(db_session, _settings(request), ctx.env_ref, entity_type, refs)
+
+
+class SyncController(Controller):
+    path = "/sync"
+
+    @get("/")
+    async def index(
+        self,
+        request: Request[Any, Any, Any],
+        ctx: AdminContext,
+        db_session: AsyncSession,
+        settings: Settings,
+        entity_type: str | None = None,
+        status: str | None = None,
+        after: str | None = None,
+    ) -> Response[str]:
+        return await self._page(request, ctx, db_session, settings, entity_type, status, after, None)
+
+    @post("/reconcile")
+    async def reconcile_now(
+        self,
+        request: Request[Any, Any, Any],
+        ctx: AdminContext,
+        db_session: AsyncSession,
+        database: Database,
+        settings: Settings,
+    ) -> Response[str]:
+        # The reconcile writes in its own transactions: end this request's first (on SQLite it
+        # holds the one write lock).
+        await db_session.commit()
+        report = await reconcile(database, settings, ctx.env_ref)
+        return await self._page(request, ctx, db_session, settings, None, None, None, report)
+
+    @get("/{entity_type:str}/{ref:str}/status")
+    async def status(
+        self,
+        request: Request[Any, Any, Any],
+        ctx: AdminContext,
+        db_session: AsyncSession,
+        entity_type: str,
+        ref: str,
+        next: str | None = None,
+    ) -> Response[str]:
+        """One entity's status block, for a page waiting on the sync (htmx polls it)."""
+        badges = await sync_badges(request, db_session, ctx, entity_type, [ref])
+        context = {"ctx": ctx, "entity_type": entity_type, "ref": ref, "badges": badges}
+        return render(
+            request, "admin/sync/_status.html", {**context, "back": safe_next(next) if next else None}
+        )
+
+    @post("/{entity_type:str}/{ref:str}/retry")
+    async def retry(
+        self,
+        request: Request[Any, Any, Any],
+        ctx: AdminContext,
+        db_session: AsyncSession,
+        settings: Settings,
+        entity_type: str,
+        ref: str,
+    ) -> Response[str]:
+        form = await request.form()
+        state = await retry_sync(db_session, settings, ctx.env_ref, entity_type, ref)
+        flash(request, f"{TYPE_LABELS[entity_type]} {state.entity_id} is queued to sync again.")
+        back = text(form, "next")
+        default = ctx.url(f"/admin/{ADMIN_PATHS[entity_type]}/{quote(ref, safe='')}")
+        return redirect(request, safe_next(back) if back else default)
+
+    async def _page(
+        self,
+        request: Request[Any, Any, Any],
+        ctx: AdminContext,
+        db_session: AsyncSession,
+        settings: Settings,
+        entity_type: str | None,
+        status: str | None,
+        after: str | None,
+        report: ReconcileOut | None,
+    ) -> Response[str]:
+        page = await list_sync_states(
+            db_session,
+            settings,
+            ctx.env_ref,
+            entity_type=entity_type or None,
+            status=status or None,
+            limit=PAGE_SIZE,
+            starting_after=after or None,
+            order="attention",
+        )
+        return render(
+            request,
+            "admin/sync/page.html",
+            {
+                "ctx": ctx,
+                "section": "sync",
+                "page": page,
+                "connected": await stripe_connected(db_session, ctx.env_ref),
+                "entity_type": entity_type or "",
+                "status": status or "",
+                "types": [(t, TYPE_LABELS[t]) for t in MODELS],
+                "statuses": [(s.value, s.value) for s in SyncStatus],
+                "paths": ADMIN_PATHS,
+                "type_labels": TYPE_LABELS,
+                "report": report,
+            },
+        )
