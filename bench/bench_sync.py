@@ -51,7 +51,7 @@ from app.sandbox.webhooks import sign
 from app.settings import Settings, load_settings
 from app.subscriptions.models import Subscription, SubscriptionStatus
 from bench.loadgen import Connection, json_body, run_load
-from bench.server import TOLLGATE, free_port, tollgate_server
+from bench.server import TOLLGATE_CMD, free_port, tollgate_env, tollgate_server
 from tests.support.sandbox import SandboxControl
 
 CUSTOMERS = int(os.environ.get("BENCH_SYNC_CUSTOMERS", "2000"))
@@ -269,7 +269,8 @@ def sandbox_process(folder: str) -> Iterator[str]:
     """The sandbox in its own process, so its work does not share our interpreter's GIL."""
     port = free_port()
     process = subprocess.Popen(
-        [TOLLGATE, "sandbox", "--port", str(port), "--database", f"{folder}/sandbox.db"],
+        [*TOLLGATE_CMD, "sandbox", "--port", str(port), "--database", f"{folder}/sandbox.db"],
+        env=tollgate_env(dict(os.environ)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
