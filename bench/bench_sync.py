@@ -31,7 +31,7 @@ from app.billing.integration import IntegrationService
 from app.billing.jobs import drain
 from app.billing.models import StripeIntegration, StripeMode, SyncState, SyncStatus
 from app.billing.schemas import IntegrationConnect
-from app.billing.sync import RateBudget, SyncEngine, all_entities, mark_pending
+from app.billing.sync import SyncEngine, all_entities, mark_pending
 from app.catalog.models import (
     BillingModel,
     BillingPeriod,
@@ -200,7 +200,8 @@ async def run_sync(database_url: str | None = None) -> dict[str, object]:
         async with database.session() as session:
             await mark_pending(session, await all_entities(session, env_pk), utcnow())
         sandbox.control.rate_limit(SANDBOX_LIMIT)
-        engine = SyncEngine(database, settings, RateBudget(BUDGET, burst=5))
+        # The workers' own budget: the token bucket row all worker processes share.
+        engine = SyncEngine(database, settings, burst=5)
         engine.concurrency = int(os.environ.get("BENCH_SYNC_CONCURRENCY", "16"))
         started = time.perf_counter()
         while True:

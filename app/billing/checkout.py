@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.billing.events import EventContext, handles
+from app.billing.events import EventContext, NotOurs, handles
 from app.billing.models import (
     CheckoutSession,
     CheckoutStatus,
@@ -483,7 +483,7 @@ async def on_checkout_session(ctx: EventContext, event: dict[str, Any]) -> None:
     """Both events: re-fetch the session (the payload may be stale or out of order) and apply."""
     row = await _row_for_event(ctx, event)
     if row is None:
-        return  # a session someone else opened in this Stripe account
+        raise NotOurs(event["data"]["object"]["id"])  # a session someone else opened in this account
     checkout = await ctx.client.v1.checkout.sessions.retrieve_async(row.stripe_id)
     await apply_session(ctx.session, row, checkout, utcnow())
 

@@ -58,6 +58,7 @@ from app.catalog.models import (
     PriceVersion,
     Product,
 )
+from app.core.coordination import SharedRateBudget
 from app.core.crypto import SecretBox
 from app.core.outbox import OutboxEvent
 from app.customers.models import Customer
@@ -85,10 +86,10 @@ class Transient(Exception):
 
 
 class RateBudget:
-    """A token bucket shared by every sync task of this process.
+    """An in-process token bucket: for one process alone (tests, tools).
 
-    `TOLLGATE_STRIPE_RATE_LIMIT` is this process's share: with N worker processes set it to
-    the account's budget / N (Stripe allows 25/s in test mode, 100/s live).
+    Workers use `app.core.coordination.SharedRateBudget` instead (the engine's default): one
+    `TOLLGATE_STRIPE_RATE_LIMIT` for every worker process together.
     """
 
     def __init__(self, rate: float, burst: float | None = None) -> None:
@@ -165,10 +166,16 @@ class Conn:
 
 
 class SyncEngine:
-    def __init__(self, database: Database, settings: Settings, budget: RateBudget | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings,
+        budget: RateBudget | SharedRateBudget | None = None,
+        *,
+        burst: float | None = None,
+    ) -> None:
         self.database = database
         self.settings = settings
-        self.budget = budget or RateBudget(settings.stripe_rate_limit)
         self.box = SecretBox(settings.secret)
         self.stats = Stats()
         self._clients: dict[tuple[int, str], stripe.StripeClient] = {}
@@ -180,6 +187,10 @@ class SyncEngine:
         # SQLite has one writer: queue our transactions here rather than in SQLite's busy
         # handler, which sleeps in growing steps and would waste most of the budget.
         self._db_lock = asyncio.Lock() if database.is_sqlite else None
+        # One request budget for all worker processes together (a token bucket row).
+        self.budget = budget or SharedRateBudget(
+            database, settings.stripe_rate_limit, burst=burst, session=self._session
+        )
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[AsyncSession]:
