@@ -54,7 +54,6 @@ from app.catalog.models import (
     Coupon,
     Feature,
     Plan,
-    PlanStatus,
     PriceVersion,
     Product,
 )
@@ -165,6 +164,139 @@ class Conn:
     mode: StripeMode
 
 
+async def _unbudgeted(name: str, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    return await fn(*args, **kwargs)
+
+
+class StripeWriter:
+    """Creates and updates the Stripe objects of our entities as mapping.py defines them.
+
+    The sync engine (through its request budget) and Checkout (inline, for a customer waiting
+    on a payment page) both write through this, so a plan's product, a charge's price, a coupon
+    or a customer is one Stripe object with one id, name, metadata and idempotency key,
+    whichever of them gets there first.
+    """
+
+    def __init__(
+        self, client: stripe.StripeClient, env: m.EnvInfo, call: Callable[..., Awaitable[Any]] | None = None
+    ) -> None:
+        self.client = client
+        self.env = env
+        self.call = call or _unbudgeted
+
+    async def create(self, name: str, path: str, params: dict[str, Any], key: str) -> str:
+        """POST a create through the SDK and return the new object's id.
+
+        The SDK's raw request: the same HTTP, auth, errors and idempotency key, without building
+        a StripeObject tree of the whole answer only to read `.id` (the worker's largest cost
+        per subscription).
+        """
+        client = self.client
+        # Parameters go as one dict: they may be called "name" like our own arguments.
+        request = {**params, "idempotency_key": key}
+        response = await self.call(name, lambda: client.raw_request_async("post", path, **request))
+        return str(response.data["id"])
+
+    async def create_customer(self, pk: int, params: dict[str, Any]) -> str:
+        key = m.idempotency_key(self.env.pk, "customer", pk, "create", params)
+        return await self.create("customers.create", "/v1/customers", params, key)
+
+    async def create_coupon(self, pk: int, params: dict[str, Any]) -> str:
+        """Create the coupon under its deterministic id (already there is fine)."""
+        try:
+            await self.call(
+                "coupons.create",
+                self.client.v1.coupons.create_async,
+                params=params,
+                options={"idempotency_key": m.idempotency_key(self.env.pk, "coupon", pk, "create", params)},
+            )
+        except stripe.InvalidRequestError as error:
+            if error.code != "resource_already_exists":
+                raise
+        return params["id"]
+
+    async def ensure_product(
+        self, kind: str, pk: int, version: int, params: dict[str, Any], known: bool
+    ) -> tuple[str, bool]:
+        client = self.client
+        if not known:
+            try:
+                created = await self.call(
+                    "products.create",
+                    client.v1.products.create_async,
+                    params=params,
+                    options={
+                        "idempotency_key": m.idempotency_key(self.env.pk, kind, pk, "product-create", params)
+                    },
+                )
+                return created.id, True
+            except stripe.InvalidRequestError as error:
+                if error.code != "resource_already_exists":
+                    raise
+                # Made by an earlier attempt (or connection): fall through and bring it up to date.
+        current = await self.call("products.retrieve", client.v1.products.retrieve_async, params["id"])
+        changes: dict[str, Any] = {}
+        for key in ("name", "active", "description"):
+            if key in params and getattr(current, key, None) != params[key]:
+                changes[key] = params[key]
+        have_md = m.metadata_of(current)
+        if any(have_md.get(k) != v for k, v in params["metadata"].items()):
+            changes["metadata"] = params["metadata"]
+        if changes:
+            await self.call(
+                "products.update",
+                client.v1.products.update_async,
+                params["id"],
+                params=changes,
+                options={
+                    "idempotency_key": m.idempotency_key(
+                        self.env.pk, kind, pk, f"product-update-v{version}", changes
+                    )
+                },
+            )
+            return params["id"], True
+        return params["id"], False
+
+    async def ensure_price(
+        self,
+        kind: str,
+        pk: int,
+        charge: Charge,
+        product_id: str,
+        md: dict[str, str],
+        known: str | None,
+    ) -> tuple[str, bool]:
+        client = self.client
+        if known is None:
+            params = m.price_params(charge, product_id, md)
+            # Charges never change (a new price version makes new charges), so this key is stable.
+            price = await self.call(
+                "prices.create",
+                client.v1.prices.create_async,
+                params=params,
+                options={
+                    "idempotency_key": m.idempotency_key(self.env.pk, kind, pk, f"price-{charge.pk}", params)
+                },
+            )
+            return price.id, True
+        price = await self.call("prices.retrieve", client.v1.prices.retrieve_async, known)
+        if not price.active:
+            params = {"active": True}
+            await self.call(
+                "prices.update",
+                client.v1.prices.update_async,
+                known,
+                params=params,
+                options={
+                    "idempotency_key": m.idempotency_key(
+                        self.env.pk, kind, pk, f"reactivate-{known}-{int(time.time())}", params
+                    )
+                },
+            )
+            return known, True
+        return known, False
+
+
 class SyncEngine:
     def __init__(
         self,
@@ -211,19 +343,8 @@ class SyncEngine:
         finally:
             self.stats.seconds[name] = self.stats.seconds.get(name, 0.0) + time.perf_counter() - started
 
-    async def create(
-        self, name: str, client: stripe.StripeClient, path: str, params: dict[str, Any], key: str
-    ) -> str:
-        """POST a create through the SDK and return the new object's id.
-
-        The SDK's raw request: the same HTTP, auth, errors and idempotency key, without building
-        a StripeObject tree of the whole answer only to read `.id` (the worker's largest cost
-        per subscription).
-        """
-        # Parameters go as one dict: they may be called "name" like our own arguments.
-        request = {**params, "idempotency_key": key}
-        response = await self.call(name, lambda: client.raw_request_async("post", path, **request))
-        return str(response.data["id"])
+    def writer(self, conn: Conn) -> StripeWriter:
+        return StripeWriter(conn.client, conn.env, self.call)
 
     async def conn(self, session: AsyncSession, env_pk: int) -> Conn | None:
         row = await session.scalar(
@@ -572,31 +693,13 @@ class SyncEngine:
         if reason is not None and "product" not in objects:
             return Outcome(SyncStatus.NOT_SYNCED, reason=reason)
         md = m.metadata(env, kind, owner.ref)
-        active = owner.status is not PlanStatus.ARCHIVED and reason is None
-        name = m.product_name(product.name, owner)
-        wanted_products: dict[str, dict[str, Any]] = {
-            "product": {
-                "id": m.product_id(env, kind, pk),
-                "name": name,
-                "active": active,
-                "metadata": md,
-            }
-        }
-        if owner.description:
-            wanted_products["product"]["description"] = owner.description
-        for charge in charges:
-            role = m.charge_product_role(charge)
-            if role != "product" and role not in wanted_products:
-                feature = features.get(charge.feature_pk or 0)
-                wanted_products[role] = {
-                    "id": m.product_id(env, kind, pk, charge.feature_pk),
-                    "name": f"{name} - {feature.name if feature else charge.billing_model.value.title()}",
-                    "active": active,
-                    "metadata": {**md, "tollgateFeatureId": feature.ref if feature else ""},
-                }
+        active = m.catalog_active(owner)
+        wanted_products = m.catalog_products(env, kind, owner, product.name, charges, features)
         out = Outcome(SyncStatus.SYNCED)
         for role, params in wanted_products.items():
-            stripe_id, changed = await self._ensure_product(conn, kind, pk, version, params, role in objects)
+            stripe_id, changed = await self.writer(conn).ensure_product(
+                kind, pk, version, params, role in objects
+            )
             out.objects[role] = stripe_id
             out.changed |= changed
         wanted_prices: set[str] = set()
@@ -605,8 +708,8 @@ class SyncEngine:
                 role = m.price_role(charge)
                 wanted_prices.add(role)
                 product_id = out.objects[m.charge_product_role(charge)]
-                stripe_id, changed = await self._ensure_price(
-                    conn, kind, pk, charge, product_id, md, objects.get(role)
+                stripe_id, changed = await self.writer(conn).ensure_price(
+                    kind, pk, charge, product_id, md, objects.get(role)
                 )
                 out.objects[role] = stripe_id
                 out.changed |= changed
@@ -633,88 +736,6 @@ class SyncEngine:
         if reason is not None:
             out.status = SyncStatus.NOT_SYNCED
         return out
-
-    async def _ensure_product(
-        self, conn: Conn, kind: str, pk: int, version: int, params: dict[str, Any], known: bool
-    ) -> tuple[str, bool]:
-        client = conn.client
-        if not known:
-            try:
-                created = await self.call(
-                    "products.create",
-                    client.v1.products.create_async,
-                    params=params,
-                    options={
-                        "idempotency_key": m.idempotency_key(conn.env.pk, kind, pk, "product-create", params)
-                    },
-                )
-                return created.id, True
-            except stripe.InvalidRequestError as error:
-                if error.code != "resource_already_exists":
-                    raise
-                # Made by an earlier attempt (or connection): fall through and bring it up to date.
-        current = await self.call("products.retrieve", client.v1.products.retrieve_async, params["id"])
-        changes: dict[str, Any] = {}
-        for key in ("name", "active", "description"):
-            if key in params and getattr(current, key, None) != params[key]:
-                changes[key] = params[key]
-        have_md = m.metadata_of(current)
-        if any(have_md.get(k) != v for k, v in params["metadata"].items()):
-            changes["metadata"] = params["metadata"]
-        if changes:
-            await self.call(
-                "products.update",
-                client.v1.products.update_async,
-                params["id"],
-                params=changes,
-                options={
-                    "idempotency_key": m.idempotency_key(
-                        conn.env.pk, kind, pk, f"product-update-v{version}", changes
-                    )
-                },
-            )
-            return params["id"], True
-        return params["id"], False
-
-    async def _ensure_price(
-        self,
-        conn: Conn,
-        kind: str,
-        pk: int,
-        charge: Charge,
-        product_id: str,
-        md: dict[str, str],
-        known: str | None,
-    ) -> tuple[str, bool]:
-        client = conn.client
-        if known is None:
-            params = m.price_params(charge, product_id, md)
-            # Charges never change (a new price version makes new charges), so this key is stable.
-            price = await self.call(
-                "prices.create",
-                client.v1.prices.create_async,
-                params=params,
-                options={
-                    "idempotency_key": m.idempotency_key(conn.env.pk, kind, pk, f"price-{charge.pk}", params)
-                },
-            )
-            return price.id, True
-        price = await self.call("prices.retrieve", client.v1.prices.retrieve_async, known)
-        if not price.active:
-            params = {"active": True}
-            await self.call(
-                "prices.update",
-                client.v1.prices.update_async,
-                known,
-                params=params,
-                options={
-                    "idempotency_key": m.idempotency_key(
-                        conn.env.pk, kind, pk, f"reactivate-{known}-{int(time.time())}", params
-                    )
-                },
-            )
-            return known, True
-        return known, False
 
     # -- coupons -----------------------------------------------------------------------------
     async def _sync_coupon(self, conn: Conn, pk: int, attempts: int, version: int) -> Outcome:
@@ -759,16 +780,7 @@ class SyncEngine:
             return Outcome(
                 SyncStatus.SYNCED, billing_id=coupon_id, objects={"coupon": coupon_id}, changed=bool(changes)
             )
-        try:
-            await self.call(
-                "coupons.create",
-                client.v1.coupons.create_async,
-                params=params,
-                options={"idempotency_key": m.idempotency_key(conn.env.pk, "coupon", pk, "create", params)},
-            )
-        except stripe.InvalidRequestError as error:
-            if error.code != "resource_already_exists":
-                raise
+        await self.writer(conn).create_coupon(pk, params)
         return Outcome(SyncStatus.SYNCED, billing_id=coupon_id, objects={"coupon": coupon_id}, changed=True)
 
     # -- customers ---------------------------------------------------------------------------
@@ -805,13 +817,7 @@ class SyncEngine:
                 if found.data:
                     billing_id = found.data[0].id
             if billing_id is None:
-                created = await self.create(
-                    "customers.create",
-                    client,
-                    "/v1/customers",
-                    params,
-                    m.idempotency_key(env.pk, "customer", pk, "create", params),
-                )
+                created = await self.writer(conn).create_customer(pk, params)
                 return Outcome(
                     SyncStatus.SYNCED, billing_id=created, objects={"customer": created}, changed=True
                 )
@@ -911,9 +917,8 @@ class SyncEngine:
                     params.pop("cancel_at_period_end")
                 if sub.status is S.IN_TRIAL and sub.trial_end and sub.trial_end > utcnow():
                     params["trial_end"] = int(sub.trial_end.timestamp())
-                created = await self.create(
+                created = await self.writer(conn).create(
                     "subscriptions.create",
-                    client,
                     "/v1/subscriptions",
                     params,
                     m.idempotency_key(env.pk, "subscription", pk, "create", params),
@@ -1022,8 +1027,8 @@ class SyncEngine:
                         raise stripe.InvalidRequestError(
                             f"The {kind}'s Stripe product is missing; sync the {kind} first.", None
                         )
-                    price_id, _ = await self._ensure_price(
-                        conn, kind, owner_pk, charge, objects[product_role], {}, None
+                    price_id, _ = await self.writer(conn).ensure_price(
+                        kind, owner_pk, charge, objects[product_role], {}, None
                     )
                     await self._add_object(env.pk, kind, owner_pk, m.price_role(charge), price_id)
                     objects[m.price_role(charge)] = price_id

@@ -16,6 +16,17 @@ from app.sandbox.store import Store
 from tests.support.sandbox import running_sandbox
 
 
+def _monthly_price(client: stripe.StripeClient) -> Any:
+    return client.v1.prices.create(
+        params={
+            "currency": "usd",
+            "unit_amount": 500,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "P"},
+        }
+    )
+
+
 def _subscribe(client: stripe.StripeClient, customer: str, price: str) -> Any:
     return client.v1.subscriptions.create(
         params={
@@ -31,14 +42,7 @@ def test_pending_invoice_items_go_to_their_customers_first_invoice_only(tmp_path
     key = "sk_test_index_after_restart"
     with running_sandbox(tmp_path / "sandbox.db") as sb:
         client = sb.client(key)
-        price = client.v1.prices.create(
-            params={
-                "currency": "usd",
-                "unit_amount": 500,
-                "recurring": {"interval": "month"},
-                "product_data": {"name": "P"},
-            }
-        )
+        price = _monthly_price(client)
         ann, bob = (client.v1.customers.create(params={"name": n}) for n in ("Ann", "Bob"))
         ann_item = client.v1.invoice_items.create(
             params={"customer": ann.id, "amount": 700, "currency": "usd"}
@@ -63,14 +67,7 @@ def test_pending_invoice_items_go_to_their_customers_first_invoice_only(tmp_path
 def test_list_by_customer_is_newest_first_and_forgets_deleted_customers() -> None:
     with running_sandbox() as sb:
         client = sb.client()
-        price = client.v1.prices.create(
-            params={
-                "currency": "usd",
-                "unit_amount": 500,
-                "recurring": {"interval": "month"},
-                "product_data": {"name": "P"},
-            }
-        )
+        price = _monthly_price(client)
         customer = client.v1.customers.create(params={"name": "Many"})
         made = [_subscribe(client, customer.id, price.id).id for _ in range(3)]
         listed = client.v1.subscriptions.list(params={"customer": customer.id, "limit": 2})
