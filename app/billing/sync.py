@@ -569,7 +569,9 @@ class SyncEngine:
         for attempt in range(5):
             try:
                 async with self._session() as session:
-                    await self._record_in(session, env_pk, entity_type, entity_pk, version, outcome)
+                    # One flush at commit instead of one before each of the reads below.
+                    with session.no_autoflush:
+                        await self._record_in(session, env_pk, entity_type, entity_pk, version, outcome)
                 return
             except (OperationalError, DBAPIError):
                 # A lock timeout: Stripe already has the change (idempotently), only our note is missing.
