@@ -69,6 +69,7 @@ REASONS = {
     "customer_sync_disabled": "Customer syncing is turned off for this environment.",
     "subscription_sync_disabled": "Subscription syncing is turned off for this environment.",
     "customer_not_synced": "The subscription waits for its customer, which is not synced.",
+    "awaiting_checkout": "The subscription waits for payment on a Checkout page, which creates it in Stripe.",
     "customer_failed": "Its customer could not be synced; retry the customer.",
     "subscription_limit": "Stripe allows at most 500 active subscriptions per customer.",
     "no_integration": "This environment is not connected to Stripe.",

@@ -39,6 +39,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.billing import mapping as m
 from app.billing.gateway import api_base_for, stripe_client
 from app.billing.models import (
+    CheckoutSession,
+    CheckoutStatus,
     IntegrationStatus,
     StripeIntegration,
     StripeMode,
@@ -859,6 +861,18 @@ class SyncEngine:
             customer = await session.get_one(Customer, sub.customer_pk)
             # Everything the desired items need, in this one transaction (the hot path).
             rows = await _load_subscription_rows(session, env.pk, sub)
+            awaiting_checkout = (
+                sub.billing_id is None
+                and sub.status is S.PAYMENT_PENDING
+                and await session.scalar(
+                    select(CheckoutSession.pk)
+                    .where(
+                        CheckoutSession.subscription_pk == pk, CheckoutSession.status == CheckoutStatus.OPEN
+                    )
+                    .limit(1)
+                )
+                is not None
+            )
         ended = sub.status in (S.CANCELED, S.EXPIRED)
         reason = m.billable(sub, plan)
         if not conn.sync_subscriptions:
@@ -869,6 +883,10 @@ class SyncEngine:
             return Outcome(SyncStatus.NOT_SYNCED, reason="ended")
         if reason is not None:
             return Outcome(SyncStatus.NOT_SYNCED, reason=reason)
+        if awaiting_checkout:
+            # Paying on the Checkout page creates the Stripe subscription; a second one made
+            # here would bill the customer twice. Completion records its id and syncs it.
+            return Outcome(SyncStatus.NOT_SYNCED, reason="awaiting_checkout")
         # Dependencies first: the customer, the prices, the coupon.
         if customer.billing_id is None:
             customer_state = await self._state_of(env.pk, "customer", customer.pk)
