@@ -3,6 +3,7 @@
 from app.admin.models import LoginFailure, Operator
 from app.billing.models import StripeIntegration, StripeObject, SyncState, WebhookEvent
 from app.catalog.models import Addon, Charge, Coupon, Entitlement, Feature, Plan, PriceVersion, Product
+from app.core.coordination import Lease, RateBucket
 from app.core.outbox import OutboxEvent
 from app.customers.models import Customer
 from app.db import Base
@@ -18,12 +19,14 @@ __all__ = [
     "Entitlement",
     "Environment",
     "Feature",
+    "Lease",
     "LoginFailure",
     "Operator",
     "OutboxEvent",
     "Plan",
     "PriceVersion",
     "Product",
+    "RateBucket",
     "StripeIntegration",
     "StripeObject",
     "Subscription",

@@ -39,8 +39,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     var_dir: str = str(VAR_DIR)
     # Bodies above this size are refused with 413 before they are parsed.
     max_body_bytes: int = 2 * 1024 * 1024
-    # Stripe requests per second for THIS process's sync workers (Stripe allows 25/s in test
-    # mode, 100/s live): with N worker processes give each 1/N of the account's budget.
+    # Stripe requests per second for all sync workers together, however many processes
+    # (Stripe allows 25/s in test mode, 100/s live): a token bucket row in the database.
     stripe_rate_limit: float = 20.0
     # How long a sync worker owns the entities it claimed; a killed worker's claims expire then.
     sync_claim_seconds: int = 120

@@ -31,7 +31,7 @@ from app.billing.integration import IntegrationService
 from app.billing.jobs import drain
 from app.billing.models import StripeIntegration, StripeMode, SyncState, SyncStatus
 from app.billing.schemas import IntegrationConnect
-from app.billing.sync import RateBudget, SyncEngine, all_entities, mark_pending
+from app.billing.sync import SyncEngine, all_entities, mark_pending
 from app.catalog.models import (
     BillingModel,
     BillingPeriod,
@@ -51,7 +51,7 @@ from app.sandbox.webhooks import sign
 from app.settings import Settings, load_settings
 from app.subscriptions.models import Subscription, SubscriptionStatus
 from bench.loadgen import Connection, json_body, run_load
-from bench.server import TOLLGATE, free_port, tollgate_server
+from bench.server import TOLLGATE_CMD, free_port, tollgate_env, tollgate_server
 from tests.support.sandbox import SandboxControl
 
 CUSTOMERS = int(os.environ.get("BENCH_SYNC_CUSTOMERS", "2000"))
@@ -200,7 +200,8 @@ async def run_sync(database_url: str | None = None) -> dict[str, object]:
         async with database.session() as session:
             await mark_pending(session, await all_entities(session, env_pk), utcnow())
         sandbox.control.rate_limit(SANDBOX_LIMIT)
-        engine = SyncEngine(database, settings, RateBudget(BUDGET, burst=5))
+        # The workers' own budget: the token bucket row all worker processes share.
+        engine = SyncEngine(database, settings, burst=5)
         engine.concurrency = int(os.environ.get("BENCH_SYNC_CONCURRENCY", "16"))
         started = time.perf_counter()
         while True:
@@ -269,7 +270,8 @@ def sandbox_process(folder: str) -> Iterator[str]:
     """The sandbox in its own process, so its work does not share our interpreter's GIL."""
     port = free_port()
     process = subprocess.Popen(
-        [TOLLGATE, "sandbox", "--port", str(port), "--database", f"{folder}/sandbox.db"],
+        [*TOLLGATE_CMD, "sandbox", "--port", str(port), "--database", f"{folder}/sandbox.db"],
+        env=tollgate_env(dict(os.environ)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -18,6 +18,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLLGATE = str(Path(sys.executable).parent / "tollgate")
+# This checkout's CLI, whether or not (or wherever) the project is installed: a worktree that
+# shares another checkout's virtualenv benchmarks its own code.
+TOLLGATE_CMD = [sys.executable, "-m", "app.cli"]
+
+
+def tollgate_env(env: dict[str, str]) -> dict[str, str]:
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))}
 
 
 def free_port() -> int:
@@ -56,7 +63,7 @@ def tollgate_server(database_url: str | None, *, workers: int = 2) -> Iterator[R
     with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as tmp:
         port = free_port()
         env = {
-            **os.environ,
+            **tollgate_env(dict(os.environ)),
             "TOLLGATE_VAR_DIR": tmp,
             "TOLLGATE_PORT": str(port),
             "TOLLGATE_EMBEDDED_SANDBOX": "0",
@@ -67,7 +74,7 @@ def tollgate_server(database_url: str | None, *, workers: int = 2) -> Iterator[R
         if database_url:
             env["TOLLGATE_DATABASE_URL"] = database_url
         created = subprocess.run(
-            [TOLLGATE, "env", "create", "bench", "--json"],
+            [*TOLLGATE_CMD, "env", "create", "bench", "--json"],
             env=env,
             check=True,
             capture_output=True,
@@ -75,7 +82,7 @@ def tollgate_server(database_url: str | None, *, workers: int = 2) -> Iterator[R
         )
         keys = json.loads(created.stdout.strip().splitlines()[-1])
         process = subprocess.Popen(
-            [TOLLGATE, "run", "--no-demo", "--workers", str(workers)],
+            [*TOLLGATE_CMD, "run", "--no-demo", "--workers", str(workers)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=None if os.environ.get("BENCH_SERVER_LOG") else subprocess.DEVNULL,

@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -20,7 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.billing.events import EventContext, handles
+from app.billing import mapping as m
+from app.billing.events import EventContext, NotOurs, handles
 from app.billing.models import (
     CheckoutSession,
     CheckoutStatus,
@@ -29,8 +30,9 @@ from app.billing.models import (
     StripeObject,
 )
 from app.billing.schemas import CheckoutOptions, CheckoutStatusOut
+from app.billing.sync import StripeWriter
 from app.billing.tax import checkout_tax_params
-from app.catalog.models import Addon, BillingModel, BillingPeriod, Charge, Coupon, Plan, TiersMode
+from app.catalog.models import Addon, BillingModel, Charge, Coupon, Feature, Plan, Product
 from app.core.errors import NotFound, TollgateError, not_found
 from app.customers.models import Customer
 from app.db import Database, utcnow
@@ -65,6 +67,9 @@ async def active_integration(session: AsyncSession, environment_pk: int) -> Stri
 
 
 # --- Stripe objects Checkout needs --------------------------------------------------------
+# The same objects the sync makes (app.billing.sync.StripeWriter, mapping.py): same ids, names,
+# metadata and idempotency keys, recorded in the same `StripeObject` rows, so whichever of
+# Checkout and the sync worker gets there first, the other finds the object and moves on.
 
 
 async def _find_or_create(
@@ -72,12 +77,13 @@ async def _find_or_create(
     environment_pk: int,
     entity: tuple[str, int],
     role: str,
-    create: Any,
+    create: Callable[[], Awaitable[str]],
 ) -> str:
     """The Stripe id mapped to (entity, role), creating the Stripe object on first use.
 
-    `create` must use a deterministic idempotency key: if two requests race, both get the
-    same Stripe object and the loser's insert is dropped by the unique constraint.
+    `create` uses the sync's deterministic ids and idempotency keys: if two requests (or a
+    request and the sync worker) race, both get the same Stripe object and the loser's insert
+    is dropped by the unique constraint.
     """
     entity_type, entity_pk = entity
     query = select(StripeObject.stripe_id).where(
@@ -89,7 +95,7 @@ async def _find_or_create(
     existing = await session.scalar(query)
     if existing is not None:
         return existing
-    stripe_id: str = (await create()).id
+    stripe_id = await create()
     try:
         async with session.begin_nested():
             session.add(
@@ -110,86 +116,48 @@ def _idempotency(integration: StripeIntegration, *parts: object) -> dict[str, An
     return {"idempotency_key": "tollgate-" + "-".join(str(p) for p in (integration.ref, *parts))}
 
 
-def price_params(owner_ref: str, product_id: str, charge: Charge) -> dict[str, Any]:
-    """A licensed recurring Stripe price for one of our charges (tax-exclusive, as we show prices)."""
-    params: dict[str, Any] = {
-        "product": product_id,
-        "currency": charge.currency.lower(),
-        "recurring": {
-            "interval": "year" if charge.billing_period == BillingPeriod.ANNUALLY else "month",
-            "usage_type": "licensed",
-        },
-        "tax_behavior": "exclusive",
-        "metadata": {
-            "tollgateEntityId": owner_ref,
-            "tollgatePriceVersionPk": str(charge.price_version_pk),
-            "tollgateChargePk": str(charge.pk),
-        },
-    }
-    if charge.billing_model == BillingModel.TIERED:
-        params["billing_scheme"] = "tiered"
-        params["tiers_mode"] = "graduated" if charge.tiers_mode == TiersMode.GRADUATED else "volume"
-        params["tiers"] = [
-            {
-                "up_to": tier.get("upTo") or "inf",
-                "unit_amount": tier.get("unitAmount") or 0,
-                "flat_amount": tier.get("flatAmount") or 0,
-            }
-            for tier in charge.tiers or []
-        ]
-    else:
-        params["unit_amount"] = charge.amount or 0
-    return params
+def env_info(settings_public_url: str, environment_slug: str, integration: StripeIntegration) -> m.EnvInfo:
+    return m.EnvInfo(
+        pk=integration.environment_pk,
+        slug=environment_slug,
+        public_url=settings_public_url,
+        integration_ref=integration.ref,
+    )
 
 
 async def ensure_prices_for(
-    session: AsyncSession,
-    client: stripe.StripeClient,
-    integration: StripeIntegration,
-    config: subscriptions.Config,
+    session: AsyncSession, writer: StripeWriter, config: subscriptions.Config
 ) -> list[dict[str, Any]]:
-    """Checkout line items for a configuration, finding or creating its Stripe products/prices.
-
-    Until the sync branch owns this, it writes the same `StripeObject` rows the sync mapping
-    uses (role "product" per plan/add-on, f"price:{price_version_pk}:{charge_pk}" per charge).
-    Usage-based charges are left out: they are billed in arrears through meters by the sync.
-    """
-    env_pk = config.plan.environment_pk
+    """Checkout line items for a configuration, making its products and prices in Stripe first
+    (as the sync would). Usage-based charges are left out: renewal invoices bill them."""
+    env = writer.env
     lines: list[dict[str, Any]] = []
 
-    async def product_id(kind: str, owner: Plan | Addon) -> str:
-        return await _find_or_create(
-            session,
-            env_pk,
-            (kind, owner.pk),
-            "product",
-            lambda: client.v1.products.create_async(
-                params={
-                    "name": owner.name,
-                    "metadata": {"tollgateEntityId": owner.ref, "tollgateEntityType": kind},
-                },
-                options=cast(Any, _idempotency(integration, "product", kind, owner.pk)),
-            ),
-        )
-
     async def add(
-        kind: str, owner: Plan | Addon, version_pk: int | None, charges: Sequence[Charge], qty: Any
-    ):
+        kind: str, owner: Plan | Addon, charges: Sequence[Charge], qty: Callable[[Charge], int]
+    ) -> None:
+        charges = [c for c in charges if c.billing_model != BillingModel.USAGE_BASED]
+        if not charges:
+            return
+        product = await session.get_one(Product, owner.product_pk)
+        feature_pks = {c.feature_pk for c in charges if c.feature_pk}
+        features = {
+            f.pk: f for f in (await session.scalars(select(Feature).where(Feature.pk.in_(feature_pks)))).all()
+        }
+        wanted = m.catalog_products(env, kind, owner, product.name, list(charges), features)
+        md = m.metadata(env, kind, owner.ref)
         for charge in charges:
-            if charge.billing_model == BillingModel.USAGE_BASED:
-                continue
-            product = await product_id(kind, owner)
-            role = f"price:{version_pk}:{charge.pk}"
-            price = await _find_or_create(
-                session,
-                env_pk,
-                (kind, owner.pk),
-                role,
-                lambda product=product, charge=charge: client.v1.prices.create_async(
-                    params=cast(Any, price_params(owner.ref, product, charge)),
-                    options=cast(Any, _idempotency(integration, "price", version_pk, charge.pk)),
-                ),
-            )
+            product_role = m.charge_product_role(charge)
+
+            async def make_product(params: dict[str, Any] = wanted[product_role]) -> str:
+                return (await writer.ensure_product(kind, owner.pk, 0, params, known=False))[0]
+
+            product_id = await _find_or_create(session, env.pk, (kind, owner.pk), product_role, make_product)
+
+            async def make_price(charge: Charge = charge, product_id: str = product_id) -> str:
+                return (await writer.ensure_price(kind, owner.pk, charge, product_id, md, None))[0]
+
+            price = await _find_or_create(session, env.pk, (kind, owner.pk), m.price_role(charge), make_price)
             lines.append({"price": price, "quantity": qty(charge)})
 
     def plan_quantity(charge: Charge) -> int:
@@ -197,58 +165,35 @@ async def ensure_prices_for(
             return config.unit_quantities.get(config.feature_refs[charge.feature_pk], 1)
         return 1
 
-    await add("plan", config.plan, config.price_version_pk, config.charges, plan_quantity)
+    await add("plan", config.plan, config.charges, plan_quantity)
     for item in config.addons:
-        await add("addon", item.addon, item.price_version_pk, item.charges, lambda _c, q=item.quantity: q)
+        await add("addon", item.addon, item.charges, lambda _c, q=item.quantity: q)
     return lines
 
 
-async def ensure_coupon(
-    session: AsyncSession, client: stripe.StripeClient, integration: StripeIntegration, coupon: Coupon
-) -> str:
-    params: dict[str, Any] = {
-        "name": coupon.name,
-        "duration": coupon.duration.value.lower(),
-        "metadata": {"tollgateEntityId": coupon.ref},
-    }
-    if coupon.duration_in_months is not None:
-        params["duration_in_months"] = coupon.duration_in_months
-    if coupon.percent_off_bp is not None:
-        params["percent_off"] = coupon.percent_off_bp / 100
-    else:
-        params["amount_off"] = coupon.amount_off
-        params["currency"] = (coupon.currency or "usd").lower()
+async def ensure_coupon(session: AsyncSession, writer: StripeWriter, coupon: Coupon) -> str:
+    params = m.coupon_params(writer.env, coupon)
     return await _find_or_create(
         session,
         coupon.environment_pk,
         ("coupon", coupon.pk),
         "coupon",
-        lambda: client.v1.coupons.create_async(
-            params=cast(Any, params), options=cast(Any, _idempotency(integration, "coupon", coupon.pk))
-        ),
+        lambda: writer.create_coupon(coupon.pk, params),
     )
 
 
-async def ensure_customer(
-    client: stripe.StripeClient, integration: StripeIntegration, customer: Customer
-) -> str:
+async def ensure_customer(writer: StripeWriter, customer: Customer) -> str:
     """The customer's Stripe id, creating the Stripe customer once (never a second one).
 
     Callers hold the customer's row lock (provisioning takes it), and the idempotency key is
-    per customer, so concurrent requests converge on one Stripe customer.
+    the sync's (per customer and parameters), so concurrent requests and the sync worker
+    converge on one Stripe customer.
     """
     if customer.billing_id:
         return customer.billing_id
-    params: dict[str, Any] = {"metadata": {"tollgateEntityId": customer.ref}}
-    if customer.email:
-        params["email"] = customer.email
-    if customer.name:
-        params["name"] = customer.name
-    created = await client.v1.customers.create_async(
-        params=cast(Any, params), options=cast(Any, _idempotency(integration, "customer", customer.pk))
-    )
-    customer.billing_id = created.id
-    return created.id
+    created = await writer.create_customer(customer.pk, m.customer_params(writer.env, customer))
+    customer.billing_id = created
+    return created
 
 
 # --- the session --------------------------------------------------------------------------
@@ -323,11 +268,10 @@ async def open_checkout(
 ) -> CheckoutSession:
     """Create a Checkout Session for `sub` (closing an older open one) and remember it."""
     try:
-        line_items = await ensure_prices_for(session, client, integration, config)
-        coupon_id = (
-            await ensure_coupon(session, client, integration, config.coupon) if config.coupon else None
-        )
-        customer_id = await ensure_customer(client, integration, customer)
+        writer = StripeWriter(client, env_info(public_url, environment_slug, integration))
+        line_items = await ensure_prices_for(session, writer, config)
+        coupon_id = await ensure_coupon(session, writer, config.coupon) if config.coupon else None
+        customer_id = await ensure_customer(writer, customer)
         token = secrets.token_urlsafe(24)
         params = session_params(
             line_items=line_items,
@@ -483,7 +427,7 @@ async def on_checkout_session(ctx: EventContext, event: dict[str, Any]) -> None:
     """Both events: re-fetch the session (the payload may be stale or out of order) and apply."""
     row = await _row_for_event(ctx, event)
     if row is None:
-        return  # a session someone else opened in this Stripe account
+        raise NotOurs(event["data"]["object"]["id"])  # a session someone else opened in this account
     checkout = await ctx.client.v1.checkout.sessions.retrieve_async(row.stripe_id)
     await apply_session(ctx.session, row, checkout, utcnow())
 

@@ -30,6 +30,15 @@ class EventContext:
 
 EventHandler = Callable[[EventContext, dict[str, Any]], Awaitable[None]]
 
+
+class NotOurs(Exception):
+    """Raised by a handler when the event is about a Stripe object that is not one of ours.
+
+    The event is acknowledged and stored IGNORED (unless another handler applied it), so the
+    event log tells "applied" from "someone else's object in this Stripe account".
+    """
+
+
 _handlers: dict[str, list[EventHandler]] = {}
 
 

@@ -191,11 +191,14 @@ class IntegrationService:
             test = "" if row.mode is StripeMode.LIVE else "test/"
             settings_url = f"https://dashboard.stripe.com/{test}settings/billing/automatic"
         if grace is None:
+            # Not OK by default: Stripe has no API for this Dashboard setting, so until a draft
+            # subscription invoice shows it, nobody knows, and the answer says so.
             status, message = (
                 "UNKNOWN",
-                "Not checked yet: Stripe shows the grace period on draft subscription invoices, so the "
-                "check needs one. Usage-based prices need at least 1 hour to report usage before "
-                "invoices finalize.",
+                "Unknown: Stripe offers no API for the invoice finalization grace period; Tollgate "
+                "reads it off a draft subscription invoice, and has not seen one in this account "
+                "yet. Check it in the Dashboard (link): usage-based prices need at least 1 hour, or "
+                "the last usage of a period can be missed.",
             )
         elif grace >= MIN_GRACE_PERIOD_SECONDS:
             status, message = "OK", f"Invoices finalize {grace // 60} minutes after they are created."

@@ -6,6 +6,11 @@
 - stripe-catch-up: list Stripe events since the newest processed one, for deliveries that
   never arrived (every 5 minutes)
 - reconcile: compare everything with Stripe and repair drift (hourly)
+
+The first three claim rows and run in every worker process. Catch-up and reconcile read or
+touch everything, so one process at a time runs them: the one that takes the database lease
+(`app.core.coordination`); the lease then stays taken for the job's interval, so the other
+processes skip that round instead of repeating it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import stripe
@@ -23,6 +29,7 @@ from app.billing.integration import WEBHOOK_EVENTS
 from app.billing.models import IntegrationStatus, StripeIntegration, SyncState, SyncStatus
 from app.billing.sync import SyncEngine, all_entities, mark_pending
 from app.billing.webhooks import client_for, process_pending, store_events
+from app.core.coordination import leased
 from app.core.crypto import SecretBox
 from app.db import Database, utcnow
 from app.settings import Settings
@@ -215,8 +222,15 @@ async def catch_up(database: Database, settings: Settings) -> int:
     return stored
 
 
+RECONCILE_LEASE = "billing:reconcile"
+CATCH_UP_LEASE = "billing:stripe-catch-up"
+# Longer than any run is expected to take; the holder gives the lease back when done.
+LEASE_SECONDS = 1800.0
+
+
 def billing_jobs(settings: Settings) -> list[Job]:
     state = {"reconciled": time.monotonic(), "caught_up": time.monotonic()}
+    holder = f"worker-{uuid.uuid4().hex[:16]}"  # this process, in the lease rows
 
     async def outbox(database: Database, now: dt.datetime) -> int:
         return await engine_for(database, settings).ingest_outbox(now)
@@ -232,14 +246,22 @@ def billing_jobs(settings: Settings) -> list[Job]:
         if time.monotonic() - state["caught_up"] < CATCH_UP_EVERY_SECONDS:
             return 0
         state["caught_up"] = time.monotonic()
-        await catch_up(database, settings)
+        async with leased(
+            database, CATCH_UP_LEASE, holder, LEASE_SECONDS, rest_seconds=CATCH_UP_EVERY_SECONDS * 0.9
+        ) as mine:
+            if mine:
+                await catch_up(database, settings)
         return 0
 
     async def reconcile(database: Database, now: dt.datetime) -> int:
         if time.monotonic() - state["reconciled"] < RECONCILE_EVERY_SECONDS:
             return 0
         state["reconciled"] = time.monotonic()
-        await reconcile_all(database, settings)
+        async with leased(
+            database, RECONCILE_LEASE, holder, LEASE_SECONDS, rest_seconds=RECONCILE_EVERY_SECONDS * 0.9
+        ) as mine:
+            if mine:
+                await reconcile_all(database, settings)
         return 0
 
     return [

@@ -32,6 +32,7 @@ from app.catalog.models import (
     Charge,
     Coupon,
     DiscountDuration,
+    Feature,
     Plan,
     PlanStatus,
     PricingType,
@@ -68,6 +69,7 @@ REASONS = {
     "customer_sync_disabled": "Customer syncing is turned off for this environment.",
     "subscription_sync_disabled": "Subscription syncing is turned off for this environment.",
     "customer_not_synced": "The subscription waits for its customer, which is not synced.",
+    "awaiting_checkout": "The subscription waits for payment on a Checkout page, which creates it in Stripe.",
     "customer_failed": "Its customer could not be synced; retry the customer.",
     "subscription_limit": "Stripe allows at most 500 active subscriptions per customer.",
     "no_integration": "This environment is not connected to Stripe.",
@@ -125,6 +127,46 @@ def product_id(env: EnvInfo, kind: str, owner_pk: int, feature_pk: int | None = 
     return base if feature_pk is None else f"{base}_f{feature_pk}"
 
 
+def catalog_active(owner: Plan | Addon) -> bool:
+    """Whether a plan's or add-on's Stripe products (and its current prices) are active."""
+    return owner.status is not PlanStatus.ARCHIVED and catalog_reason(owner) is None
+
+
+def catalog_products(
+    env: EnvInfo,
+    kind: str,
+    owner: Plan | Addon,
+    product_name_: str,
+    charges: list[Charge],
+    features: dict[int, Feature],
+) -> dict[str, dict[str, Any]]:
+    """{role: Stripe product parameters} of a plan or add-on: its own product (flat fees), and
+    one product per feature of its other charges."""
+    md = metadata(env, kind, owner.ref)
+    active = catalog_active(owner)
+    name = product_name(product_name_, owner)
+    own: dict[str, Any] = {
+        "id": product_id(env, kind, owner.pk),
+        "name": name,
+        "active": active,
+        "metadata": md,
+    }
+    if owner.description:
+        own["description"] = owner.description
+    wanted = {"product": own}
+    for charge in charges:
+        role = charge_product_role(charge)
+        if role != "product" and role not in wanted:
+            feature = features.get(charge.feature_pk or 0)
+            wanted[role] = {
+                "id": product_id(env, kind, owner.pk, charge.feature_pk),
+                "name": f"{name} - {feature.name if feature else charge.billing_model.value.title()}",
+                "active": active,
+                "metadata": {**md, "tollgateFeatureId": feature.ref if feature else ""},
+            }
+    return wanted
+
+
 def charge_product_role(charge: Charge) -> str:
     # Flat fees bill under the plan's own product; every other charge gets its own product,
     # one per feature, stable across price versions.
@@ -142,6 +184,8 @@ def price_params(charge: Charge, product: str, md: dict[str, str]) -> dict[str, 
     params: dict[str, Any] = {
         "currency": charge.currency.lower(),
         "product": product,
+        # Tollgate shows prices before tax; Stripe Tax (Checkout, invoices) adds it on top.
+        "tax_behavior": "exclusive",
         "metadata": {**md, "tollgateChargeId": str(charge.pk)},
     }
     if charge.billing_model is BillingModel.USAGE_BASED:

@@ -39,6 +39,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.billing import mapping as m
 from app.billing.gateway import api_base_for, stripe_client
 from app.billing.models import (
+    CheckoutSession,
+    CheckoutStatus,
     IntegrationStatus,
     StripeIntegration,
     StripeMode,
@@ -54,10 +56,10 @@ from app.catalog.models import (
     Coupon,
     Feature,
     Plan,
-    PlanStatus,
     PriceVersion,
     Product,
 )
+from app.core.coordination import SharedRateBudget
 from app.core.crypto import SecretBox
 from app.core.outbox import OutboxEvent
 from app.customers.models import Customer
@@ -85,10 +87,10 @@ class Transient(Exception):
 
 
 class RateBudget:
-    """A token bucket shared by every sync task of this process.
+    """An in-process token bucket: for one process alone (tests, tools).
 
-    `TOLLGATE_STRIPE_RATE_LIMIT` is this process's share: with N worker processes set it to
-    the account's budget / N (Stripe allows 25/s in test mode, 100/s live).
+    Workers use `app.core.coordination.SharedRateBudget` instead (the engine's default): one
+    `TOLLGATE_STRIPE_RATE_LIMIT` for every worker process together.
     """
 
     def __init__(self, rate: float, burst: float | None = None) -> None:
@@ -164,19 +166,165 @@ class Conn:
     mode: StripeMode
 
 
+async def _unbudgeted(name: str, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    return await fn(*args, **kwargs)
+
+
+class StripeWriter:
+    """Creates and updates the Stripe objects of our entities as mapping.py defines them.
+
+    The sync engine (through its request budget) and Checkout (inline, for a customer waiting
+    on a payment page) both write through this, so a plan's product, a charge's price, a coupon
+    or a customer is one Stripe object with one id, name, metadata and idempotency key,
+    whichever of them gets there first.
+    """
+
+    def __init__(
+        self, client: stripe.StripeClient, env: m.EnvInfo, call: Callable[..., Awaitable[Any]] | None = None
+    ) -> None:
+        self.client = client
+        self.env = env
+        self.call = call or _unbudgeted
+
+    async def create(self, name: str, path: str, params: dict[str, Any], key: str) -> str:
+        """POST a create through the SDK and return the new object's id.
+
+        The SDK's raw request: the same HTTP, auth, errors and idempotency key, without building
+        a StripeObject tree of the whole answer only to read `.id` (the worker's largest cost
+        per subscription).
+        """
+        client = self.client
+        # Parameters go as one dict: they may be called "name" like our own arguments.
+        request = {**params, "idempotency_key": key}
+        response = await self.call(name, lambda: client.raw_request_async("post", path, **request))
+        return str(response.data["id"])
+
+    async def create_customer(self, pk: int, params: dict[str, Any]) -> str:
+        key = m.idempotency_key(self.env.pk, "customer", pk, "create", params)
+        return await self.create("customers.create", "/v1/customers", params, key)
+
+    async def create_coupon(self, pk: int, params: dict[str, Any]) -> str:
+        """Create the coupon under its deterministic id (already there is fine)."""
+        try:
+            await self.call(
+                "coupons.create",
+                self.client.v1.coupons.create_async,
+                params=params,
+                options={"idempotency_key": m.idempotency_key(self.env.pk, "coupon", pk, "create", params)},
+            )
+        except stripe.InvalidRequestError as error:
+            if error.code != "resource_already_exists":
+                raise
+        return params["id"]
+
+    async def ensure_product(
+        self, kind: str, pk: int, version: int, params: dict[str, Any], known: bool
+    ) -> tuple[str, bool]:
+        client = self.client
+        if not known:
+            try:
+                created = await self.call(
+                    "products.create",
+                    client.v1.products.create_async,
+                    params=params,
+                    options={
+                        "idempotency_key": m.idempotency_key(self.env.pk, kind, pk, "product-create", params)
+                    },
+                )
+                return created.id, True
+            except stripe.InvalidRequestError as error:
+                if error.code != "resource_already_exists":
+                    raise
+                # Made by an earlier attempt (or connection): fall through and bring it up to date.
+        current = await self.call("products.retrieve", client.v1.products.retrieve_async, params["id"])
+        changes: dict[str, Any] = {}
+        for key in ("name", "active", "description"):
+            if key in params and getattr(current, key, None) != params[key]:
+                changes[key] = params[key]
+        have_md = m.metadata_of(current)
+        if any(have_md.get(k) != v for k, v in params["metadata"].items()):
+            changes["metadata"] = params["metadata"]
+        if changes:
+            await self.call(
+                "products.update",
+                client.v1.products.update_async,
+                params["id"],
+                params=changes,
+                options={
+                    "idempotency_key": m.idempotency_key(
+                        self.env.pk, kind, pk, f"product-update-v{version}", changes
+                    )
+                },
+            )
+            return params["id"], True
+        return params["id"], False
+
+    async def ensure_price(
+        self,
+        kind: str,
+        pk: int,
+        charge: Charge,
+        product_id: str,
+        md: dict[str, str],
+        known: str | None,
+    ) -> tuple[str, bool]:
+        client = self.client
+        if known is None:
+            params = m.price_params(charge, product_id, md)
+            # Charges never change (a new price version makes new charges), so this key is stable.
+            price = await self.call(
+                "prices.create",
+                client.v1.prices.create_async,
+                params=params,
+                options={
+                    "idempotency_key": m.idempotency_key(self.env.pk, kind, pk, f"price-{charge.pk}", params)
+                },
+            )
+            return price.id, True
+        price = await self.call("prices.retrieve", client.v1.prices.retrieve_async, known)
+        if not price.active:
+            params = {"active": True}
+            await self.call(
+                "prices.update",
+                client.v1.prices.update_async,
+                known,
+                params=params,
+                options={
+                    "idempotency_key": m.idempotency_key(
+                        self.env.pk, kind, pk, f"reactivate-{known}-{int(time.time())}", params
+                    )
+                },
+            )
+            return known, True
+        return known, False
+
+
 class SyncEngine:
-    def __init__(self, database: Database, settings: Settings, budget: RateBudget | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings,
+        budget: RateBudget | SharedRateBudget | None = None,
+        *,
+        burst: float | None = None,
+    ) -> None:
         self.database = database
         self.settings = settings
-        self.budget = budget or RateBudget(settings.stripe_rate_limit)
         self.box = SecretBox(settings.secret)
         self.stats = Stats()
         self._clients: dict[tuple[int, str], stripe.StripeClient] = {}
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._lock_users: dict[tuple[str, int], int] = {}
+        # Integration per environment, read once per claimed batch instead of once per entity.
+        self._batch_conns: dict[int, Conn | None] | None = None
         self.concurrency = 8
         # SQLite has one writer: queue our transactions here rather than in SQLite's busy
         # handler, which sleeps in growing steps and would waste most of the budget.
         self._db_lock = asyncio.Lock() if database.is_sqlite else None
+        # One request budget for all worker processes together (a token bucket row).
+        self.budget = budget or SharedRateBudget(
+            database, settings.stripe_rate_limit, burst=burst, session=self._session
+        )
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[AsyncSession]:
@@ -196,6 +344,9 @@ class SyncEngine:
             return await fn(*args, **kwargs)
         finally:
             self.stats.seconds[name] = self.stats.seconds.get(name, 0.0) + time.perf_counter() - started
+
+    def writer(self, conn: Conn) -> StripeWriter:
+        return StripeWriter(conn.client, conn.env, self.call)
 
     async def conn(self, session: AsyncSession, env_pk: int) -> Conn | None:
         row = await session.scalar(
@@ -301,16 +452,20 @@ class SyncEngine:
             return 0
         semaphore = asyncio.Semaphore(self.concurrency)
 
-        async def one(item: tuple[int, str, int, int]) -> None:
+        async def one(item: tuple[int, str, int, int, int]) -> None:
             async with semaphore:
-                await self.sync_entity(item[0], item[1], item[2], claimed_attempts=item[3])
+                await self.sync_entity(item[0], item[1], item[2], claimed_attempts=item[3], version=item[4])
 
-        # Phases keep the order: catalog and customers first, then subscriptions.
-        for phase in ((0, 1), (2,)):
-            await asyncio.gather(*(one(c) for c in claimed if _phase(c[1]) in phase))
+        outer, self._batch_conns = self._batch_conns, {}
+        try:
+            # Phases keep the order: catalog and customers first, then subscriptions.
+            for phase in ((0, 1), (2,)):
+                await asyncio.gather(*(one(c) for c in claimed if _phase(c[1]) in phase))
+        finally:
+            self._batch_conns = outer
         return len(claimed)
 
-    async def _claim(self, now: dt.datetime, limit: int) -> list[tuple[int, str, int, int]]:
+    async def _claim(self, now: dt.datetime, limit: int) -> list[tuple[int, str, int, int, int]]:
         async with self._session() as session:
             query = (
                 select(SyncState)
@@ -329,24 +484,58 @@ class SyncEngine:
             for state in states:
                 state.claimed_until = until
                 state.attempts += 1
-            return [(s.environment_pk, s.entity_type, s.entity_pk, s.attempts) for s in states]
+            return [
+                (s.environment_pk, s.entity_type, s.entity_pk, s.attempts, s.desired_version) for s in states
+            ]
+
+    async def _conn_for(self, session: AsyncSession, env_pk: int) -> Conn | None:
+        cache = self._batch_conns
+        if cache is None:
+            return await self.conn(session, env_pk)
+        if env_pk not in cache:
+            cache[env_pk] = await self.conn(session, env_pk)
+        return cache[env_pk]
+
+    @contextlib.asynccontextmanager
+    async def _entity_lock(self, key: tuple[str, int]) -> AsyncIterator[None]:
+        """One sync of an entity at a time in this process; the lock is dropped when unused."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._lock_users[key] = self._lock_users.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._lock_users[key] -= 1
+            if not self._lock_users[key]:
+                del self._lock_users[key], self._locks[key]
 
     async def sync_entity(
-        self, env_pk: int, entity_type: str, entity_pk: int, claimed_attempts: int = 1
+        self,
+        env_pk: int,
+        entity_type: str,
+        entity_pk: int,
+        claimed_attempts: int = 1,
+        *,
+        version: int | None = None,
     ) -> Outcome:
-        """Make Stripe match one entity now, and record the outcome in its sync state."""
-        lock = self._locks.setdefault((entity_type, entity_pk), asyncio.Lock())
-        async with lock:
-            async with self._session() as session:
-                state = await _state(session, env_pk, entity_type, entity_pk)
-                version = state.desired_version if state else 0
-                conn = await self.conn(session, env_pk)
+        """Make Stripe match one entity now, and record the outcome in its sync state.
+
+        `version` is the desired version read when the state was claimed; None reads it.
+        """
+        async with self._entity_lock((entity_type, entity_pk)):
+            conn = self._batch_conns.get(env_pk, False) if self._batch_conns is not None else False
+            if version is None or conn is False:
+                async with self._session() as session:
+                    if version is None:
+                        state = await _state(session, env_pk, entity_type, entity_pk)
+                        version = state.desired_version if state else 0
+                    conn = await self._conn_for(session, env_pk)
             try:
-                if conn is None:
+                if conn is None or conn is False:
                     outcome = Outcome(SyncStatus.NOT_SYNCED, reason="no_integration")
                 else:
                     handler = getattr(self, f"_sync_{entity_type}")
-                    outcome = await handler(conn, entity_pk, claimed_attempts)
+                    outcome = await handler(conn, entity_pk, claimed_attempts, version)
             except Exception as error:
                 if _is_transient(error):
                     logger.info("sync %s %s: transient error: %s", entity_type, entity_pk, _message(error))
@@ -382,7 +571,9 @@ class SyncEngine:
         for attempt in range(5):
             try:
                 async with self._session() as session:
-                    await self._record_in(session, env_pk, entity_type, entity_pk, version, outcome)
+                    # One flush at commit instead of one before each of the reads below.
+                    with session.no_autoflush:
+                        await self._record_in(session, env_pk, entity_type, entity_pk, version, outcome)
                 return
             except (OperationalError, DBAPIError):
                 # A lock timeout: Stripe already has the change (idempotently), only our note is missing.
@@ -400,15 +591,20 @@ class SyncEngine:
         outcome: Outcome,
     ) -> None:
         now = utcnow()
-        for role, stripe_id in outcome.objects.items():
-            existing = await session.scalar(
-                select(StripeObject).where(
-                    StripeObject.environment_pk == env_pk,
-                    StripeObject.entity_type == entity_type,
-                    StripeObject.entity_pk == entity_pk,
-                    StripeObject.role == role,
+        known: dict[str, StripeObject] = {}
+        if outcome.objects:
+            known = {
+                row.role: row
+                for row in await session.scalars(
+                    select(StripeObject).where(
+                        StripeObject.environment_pk == env_pk,
+                        StripeObject.entity_type == entity_type,
+                        StripeObject.entity_pk == entity_pk,
+                    )
                 )
-            )
+            }
+        for role, stripe_id in outcome.objects.items():
+            existing = known.get(role)
             if existing is None:
                 session.add(
                     StripeObject(
@@ -468,13 +664,13 @@ class SyncEngine:
             return await _state(session, env_pk, entity_type, entity_pk)
 
     # -- plans and add-ons -------------------------------------------------------------------
-    async def _sync_plan(self, conn: Conn, pk: int, attempts: int) -> Outcome:
-        return await self._sync_catalog(conn, "plan", pk)
+    async def _sync_plan(self, conn: Conn, pk: int, attempts: int, version: int) -> Outcome:
+        return await self._sync_catalog(conn, "plan", pk, version)
 
-    async def _sync_addon(self, conn: Conn, pk: int, attempts: int) -> Outcome:
-        return await self._sync_catalog(conn, "addon", pk)
+    async def _sync_addon(self, conn: Conn, pk: int, attempts: int, version: int) -> Outcome:
+        return await self._sync_catalog(conn, "addon", pk, version)
 
-    async def _sync_catalog(self, conn: Conn, kind: str, pk: int) -> Outcome:
+    async def _sync_catalog(self, conn: Conn, kind: str, pk: int, version: int) -> Outcome:
         model = Plan if kind == "plan" else Addon
         env = conn.env
         async with self._session() as session:
@@ -497,38 +693,17 @@ class SyncEngine:
                 for f in (await session.scalars(select(Feature).where(Feature.pk.in_(feature_pks)))).all()
             }
             objects = await self._objects(session, env.pk, kind, pk)
-            version = (
-                await _state(session, env.pk, kind, pk) or SyncState(desired_version=1)
-            ).desired_version
         reason = m.catalog_reason(owner)
         if reason is not None and "product" not in objects:
             return Outcome(SyncStatus.NOT_SYNCED, reason=reason)
         md = m.metadata(env, kind, owner.ref)
-        active = owner.status is not PlanStatus.ARCHIVED and reason is None
-        name = m.product_name(product.name, owner)
-        wanted_products: dict[str, dict[str, Any]] = {
-            "product": {
-                "id": m.product_id(env, kind, pk),
-                "name": name,
-                "active": active,
-                "metadata": md,
-            }
-        }
-        if owner.description:
-            wanted_products["product"]["description"] = owner.description
-        for charge in charges:
-            role = m.charge_product_role(charge)
-            if role != "product" and role not in wanted_products:
-                feature = features.get(charge.feature_pk or 0)
-                wanted_products[role] = {
-                    "id": m.product_id(env, kind, pk, charge.feature_pk),
-                    "name": f"{name} - {feature.name if feature else charge.billing_model.value.title()}",
-                    "active": active,
-                    "metadata": {**md, "tollgateFeatureId": feature.ref if feature else ""},
-                }
+        active = m.catalog_active(owner)
+        wanted_products = m.catalog_products(env, kind, owner, product.name, charges, features)
         out = Outcome(SyncStatus.SYNCED)
         for role, params in wanted_products.items():
-            stripe_id, changed = await self._ensure_product(conn, kind, pk, version, params, role in objects)
+            stripe_id, changed = await self.writer(conn).ensure_product(
+                kind, pk, version, params, role in objects
+            )
             out.objects[role] = stripe_id
             out.changed |= changed
         wanted_prices: set[str] = set()
@@ -537,8 +712,8 @@ class SyncEngine:
                 role = m.price_role(charge)
                 wanted_prices.add(role)
                 product_id = out.objects[m.charge_product_role(charge)]
-                stripe_id, changed = await self._ensure_price(
-                    conn, kind, pk, charge, product_id, md, objects.get(role)
+                stripe_id, changed = await self.writer(conn).ensure_price(
+                    kind, pk, charge, product_id, md, objects.get(role)
                 )
                 out.objects[role] = stripe_id
                 out.changed |= changed
@@ -566,90 +741,8 @@ class SyncEngine:
             out.status = SyncStatus.NOT_SYNCED
         return out
 
-    async def _ensure_product(
-        self, conn: Conn, kind: str, pk: int, version: int, params: dict[str, Any], known: bool
-    ) -> tuple[str, bool]:
-        client = conn.client
-        if not known:
-            try:
-                created = await self.call(
-                    "products.create",
-                    client.v1.products.create_async,
-                    params=params,
-                    options={
-                        "idempotency_key": m.idempotency_key(conn.env.pk, kind, pk, "product-create", params)
-                    },
-                )
-                return created.id, True
-            except stripe.InvalidRequestError as error:
-                if error.code != "resource_already_exists":
-                    raise
-                # Made by an earlier attempt (or connection): fall through and bring it up to date.
-        current = await self.call("products.retrieve", client.v1.products.retrieve_async, params["id"])
-        changes: dict[str, Any] = {}
-        for key in ("name", "active", "description"):
-            if key in params and getattr(current, key, None) != params[key]:
-                changes[key] = params[key]
-        have_md = m.metadata_of(current)
-        if any(have_md.get(k) != v for k, v in params["metadata"].items()):
-            changes["metadata"] = params["metadata"]
-        if changes:
-            await self.call(
-                "products.update",
-                client.v1.products.update_async,
-                params["id"],
-                params=changes,
-                options={
-                    "idempotency_key": m.idempotency_key(
-                        conn.env.pk, kind, pk, f"product-update-v{version}", changes
-                    )
-                },
-            )
-            return params["id"], True
-        return params["id"], False
-
-    async def _ensure_price(
-        self,
-        conn: Conn,
-        kind: str,
-        pk: int,
-        charge: Charge,
-        product_id: str,
-        md: dict[str, str],
-        known: str | None,
-    ) -> tuple[str, bool]:
-        client = conn.client
-        if known is None:
-            params = m.price_params(charge, product_id, md)
-            # Charges never change (a new price version makes new charges), so this key is stable.
-            price = await self.call(
-                "prices.create",
-                client.v1.prices.create_async,
-                params=params,
-                options={
-                    "idempotency_key": m.idempotency_key(conn.env.pk, kind, pk, f"price-{charge.pk}", params)
-                },
-            )
-            return price.id, True
-        price = await self.call("prices.retrieve", client.v1.prices.retrieve_async, known)
-        if not price.active:
-            params = {"active": True}
-            await self.call(
-                "prices.update",
-                client.v1.prices.update_async,
-                known,
-                params=params,
-                options={
-                    "idempotency_key": m.idempotency_key(
-                        conn.env.pk, kind, pk, f"reactivate-{known}-{int(time.time())}", params
-                    )
-                },
-            )
-            return known, True
-        return known, False
-
     # -- coupons -----------------------------------------------------------------------------
-    async def _sync_coupon(self, conn: Conn, pk: int, attempts: int) -> Outcome:
+    async def _sync_coupon(self, conn: Conn, pk: int, attempts: int, version: int) -> Outcome:
         async with self._session() as session:
             coupon = await session.get(Coupon, pk)
             objects = await self._objects(session, conn.env.pk, "coupon", pk)
@@ -691,20 +784,11 @@ class SyncEngine:
             return Outcome(
                 SyncStatus.SYNCED, billing_id=coupon_id, objects={"coupon": coupon_id}, changed=bool(changes)
             )
-        try:
-            await self.call(
-                "coupons.create",
-                client.v1.coupons.create_async,
-                params=params,
-                options={"idempotency_key": m.idempotency_key(conn.env.pk, "coupon", pk, "create", params)},
-            )
-        except stripe.InvalidRequestError as error:
-            if error.code != "resource_already_exists":
-                raise
+        await self.writer(conn).create_coupon(pk, params)
         return Outcome(SyncStatus.SYNCED, billing_id=coupon_id, objects={"coupon": coupon_id}, changed=True)
 
     # -- customers ---------------------------------------------------------------------------
-    async def _sync_customer(self, conn: Conn, pk: int, attempts: int) -> Outcome:
+    async def _sync_customer(self, conn: Conn, pk: int, attempts: int, version: int) -> Outcome:
         env = conn.env
         async with self._session() as session:
             customer = await session.get(Customer, pk)
@@ -716,9 +800,6 @@ class SyncEngine:
                 .where(Subscription.customer_pk == pk)
             )
             subs = [(row[0], row[1]) for row in result.all()]
-            version = (
-                await _state(session, env.pk, "customer", pk) or SyncState(desired_version=1)
-            ).desired_version
         if not conn.sync_customers:
             return Outcome(SyncStatus.NOT_SYNCED, reason="customer_sync_disabled")
         params = m.customer_params(env, customer)
@@ -740,14 +821,9 @@ class SyncEngine:
                 if found.data:
                     billing_id = found.data[0].id
             if billing_id is None:
-                created = await self.call(
-                    "customers.create",
-                    client.v1.customers.create_async,
-                    params=params,
-                    options={"idempotency_key": m.idempotency_key(env.pk, "customer", pk, "create", params)},
-                )
+                created = await self.writer(conn).create_customer(pk, params)
                 return Outcome(
-                    SyncStatus.SYNCED, billing_id=created.id, objects={"customer": created.id}, changed=True
+                    SyncStatus.SYNCED, billing_id=created, objects={"customer": created}, changed=True
                 )
         current = await self.call("customers.retrieve", client.v1.customers.retrieve_async, billing_id)
         if getattr(current, "deleted", False):
@@ -774,7 +850,7 @@ class SyncEngine:
         )
 
     # -- subscriptions -----------------------------------------------------------------------
-    async def _sync_subscription(self, conn: Conn, pk: int, attempts: int) -> Outcome:
+    async def _sync_subscription(self, conn: Conn, pk: int, attempts: int, version: int) -> Outcome:
         env = conn.env
         client = conn.client
         async with self._session() as session:
@@ -783,9 +859,20 @@ class SyncEngine:
                 return Outcome(SyncStatus.NOT_SYNCED, reason="deleted")
             plan = await session.get_one(Plan, sub.plan_pk)
             customer = await session.get_one(Customer, sub.customer_pk)
-            version = (
-                await _state(session, env.pk, "subscription", pk) or SyncState(desired_version=1)
-            ).desired_version
+            # Everything the desired items need, in this one transaction (the hot path).
+            rows = await _load_subscription_rows(session, env.pk, sub)
+            awaiting_checkout = (
+                sub.billing_id is None
+                and sub.status is S.PAYMENT_PENDING
+                and await session.scalar(
+                    select(CheckoutSession.pk)
+                    .where(
+                        CheckoutSession.subscription_pk == pk, CheckoutSession.status == CheckoutStatus.OPEN
+                    )
+                    .limit(1)
+                )
+                is not None
+            )
         ended = sub.status in (S.CANCELED, S.EXPIRED)
         reason = m.billable(sub, plan)
         if not conn.sync_subscriptions:
@@ -796,6 +883,10 @@ class SyncEngine:
             return Outcome(SyncStatus.NOT_SYNCED, reason="ended")
         if reason is not None:
             return Outcome(SyncStatus.NOT_SYNCED, reason=reason)
+        if awaiting_checkout:
+            # Paying on the Checkout page creates the Stripe subscription; a second one made
+            # here would bill the customer twice. Completion records its id and syncs it.
+            return Outcome(SyncStatus.NOT_SYNCED, reason="awaiting_checkout")
         # Dependencies first: the customer, the prices, the coupon.
         if customer.billing_id is None:
             customer_state = await self._state_of(env.pk, "customer", customer.pk)
@@ -814,7 +905,7 @@ class SyncEngine:
                 if state is not None and state.status is SyncStatus.PENDING:
                     raise Transient(state.error_message or "waiting for the customer to reach Stripe")
                 return Outcome(SyncStatus.NOT_SYNCED, reason="customer_not_synced")
-        items, coupon_id = await self._desired_items(conn, sub, customer)
+        items, coupon_id = await self._desired_items(conn, sub, customer, rows)
         md = m.metadata(env, "subscription", sub.ref)
         desired: dict[str, Any] = {"metadata": md}
         if customer.has_payment_method:
@@ -827,17 +918,7 @@ class SyncEngine:
             desired["discounts"] = [{"coupon": coupon_id}]
         billing_id = sub.billing_id
         if billing_id is None:
-            async with self._session() as session:
-                live = await session.scalar(
-                    select(func.count())
-                    .select_from(Subscription)
-                    .where(
-                        Subscription.customer_pk == customer.pk,
-                        Subscription.billing_id.is_not(None),
-                        Subscription.status.in_(list(m.LIVE)),
-                    )
-                )
-            if (live or 0) >= m.MAX_SUBSCRIPTIONS_PER_CUSTOMER:
+            if rows.live_in_stripe >= m.MAX_SUBSCRIPTIONS_PER_CUSTOMER:
                 return Outcome(
                     SyncStatus.FAILED,
                     reason="subscription_limit",
@@ -856,19 +937,14 @@ class SyncEngine:
                     params.pop("cancel_at_period_end")
                 if sub.status is S.IN_TRIAL and sub.trial_end and sub.trial_end > utcnow():
                     params["trial_end"] = int(sub.trial_end.timestamp())
-                created = await self.call(
+                created = await self.writer(conn).create(
                     "subscriptions.create",
-                    client.v1.subscriptions.create_async,
-                    params=params,
-                    options={
-                        "idempotency_key": m.idempotency_key(env.pk, "subscription", pk, "create", params)
-                    },
+                    "/v1/subscriptions",
+                    params,
+                    m.idempotency_key(env.pk, "subscription", pk, "create", params),
                 )
                 return Outcome(
-                    SyncStatus.SYNCED,
-                    billing_id=created.id,
-                    objects={"subscription": created.id},
-                    changed=True,
+                    SyncStatus.SYNCED, billing_id=created, objects={"subscription": created}, changed=True
                 )
         current = await self.call(
             "subscriptions.retrieve", client.v1.subscriptions.retrieve_async, billing_id
@@ -934,41 +1010,21 @@ class SyncEngine:
         )
 
     async def _desired_items(
-        self, conn: Conn, sub: Subscription, customer: Customer
+        self, conn: Conn, sub: Subscription, customer: Customer, rows: _SubscriptionRows
     ) -> tuple[dict[str, int], str | None]:
         """{Stripe price id: quantity} for the subscription, syncing missing prices first."""
         env = conn.env
-        async with self._session() as session:
-            addon_rows = list(
-                (
-                    await session.scalars(
-                        select(SubscriptionAddon).where(SubscriptionAddon.subscription_pk == sub.pk)
-                    )
-                ).all()
-            )
-            coupon = await session.get(Coupon, sub.coupon_pk) if sub.coupon_pk else None
+        coupon = rows.coupon
         owners: list[tuple[str, int, int | None, int]] = [("plan", sub.plan_pk, sub.price_version_pk, 1)]
-        for row in addon_rows:
+        for row in rows.addons:
             owners.append(("addon", row.addon_pk, row.price_version_pk, row.quantity))
         items: dict[str, int] = {}
+        features = rows.features
         for kind, owner_pk, version_pk, quantity in owners:
             if version_pk is None:
                 continue
-            async with self._session() as session:
-                charges = list(
-                    (await session.scalars(select(Charge).where(Charge.price_version_pk == version_pk))).all()
-                )
-                features = {
-                    f.pk: f.ref
-                    for f in (
-                        await session.scalars(
-                            select(Feature).where(
-                                Feature.pk.in_([c.feature_pk for c in charges if c.feature_pk])
-                            )
-                        )
-                    ).all()
-                }
-                objects = await self._objects(session, env.pk, kind, owner_pk)
+            charges = rows.charges.get(version_pk, [])
+            objects = dict(rows.objects.get((kind, owner_pk), {}))
             currency = (customer.currency or "").lower()
             charges = [
                 c
@@ -991,8 +1047,8 @@ class SyncEngine:
                         raise stripe.InvalidRequestError(
                             f"The {kind}'s Stripe product is missing; sync the {kind} first.", None
                         )
-                    price_id, _ = await self._ensure_price(
-                        conn, kind, owner_pk, charge, objects[product_role], {}, None
+                    price_id, _ = await self.writer(conn).ensure_price(
+                        kind, owner_pk, charge, objects[product_role], {}, None
                     )
                     await self._add_object(env.pk, kind, owner_pk, m.price_role(charge), price_id)
                     objects[m.price_role(charge)] = price_id
@@ -1007,8 +1063,7 @@ class SyncEngine:
         coupon_id = None
         if coupon is not None:
             coupon_id = m.coupon_params(env, coupon)["id"]
-            state = await self._state_of(env.pk, "coupon", coupon.pk)
-            if state is None or state.billing_id is None:
+            if not rows.coupon_in_stripe:
                 await self.sync_entity(env.pk, "coupon", coupon.pk)
         return {p: q for p, q in items.items() if q > 0}, coupon_id
 
@@ -1068,6 +1123,76 @@ def _subscription_changes(current: Any, items: dict[str, int], desired: dict[str
     elif have_coupons and set(have_coupons) != set(wanted_coupons):
         changes["discounts"] = desired.get("discounts") or ""
     return changes
+
+
+@dataclass
+class _SubscriptionRows:
+    addons: list[SubscriptionAddon]
+    coupon: Coupon | None
+    coupon_in_stripe: bool
+    charges: dict[int, list[Charge]]  # by price version pk
+    features: dict[int, str]  # feature pk -> ref
+    objects: dict[tuple[str, int], dict[str, str]]  # (kind, owner pk) -> {role: Stripe id}
+    live_in_stripe: int  # the customer's live subscriptions already in Stripe
+
+
+async def _load_subscription_rows(session: AsyncSession, env_pk: int, sub: Subscription) -> _SubscriptionRows:
+    addons = list(
+        (
+            await session.scalars(
+                select(SubscriptionAddon).where(SubscriptionAddon.subscription_pk == sub.pk)
+            )
+        ).all()
+    )
+    coupon = await session.get(Coupon, sub.coupon_pk) if sub.coupon_pk else None
+    coupon_in_stripe = False
+    if coupon is not None:
+        state = await _state(session, env_pk, "coupon", coupon.pk)
+        coupon_in_stripe = state is not None and state.billing_id is not None
+    version_pks = [
+        pk for pk in [sub.price_version_pk, *(a.price_version_pk for a in addons)] if pk is not None
+    ]
+    charges: dict[int, list[Charge]] = {}
+    for charge in (
+        await session.scalars(
+            select(Charge).where(Charge.price_version_pk.in_(version_pks)).order_by(Charge.pk)
+        )
+    ).all():
+        charges.setdefault(charge.price_version_pk, []).append(charge)
+    feature_pks = {c.feature_pk for group in charges.values() for c in group if c.feature_pk}
+    features: dict[int, str] = {}
+    if feature_pks:
+        features = dict(
+            (await session.execute(select(Feature.pk, Feature.ref).where(Feature.pk.in_(feature_pks)))).all()  # type: ignore[arg-type]
+        )
+    owner_rule = or_(
+        (StripeObject.entity_type == "plan") & (StripeObject.entity_pk == sub.plan_pk),
+        (StripeObject.entity_type == "addon") & StripeObject.entity_pk.in_([a.addon_pk for a in addons]),
+    )
+    objects: dict[tuple[str, int], dict[str, str]] = {}
+    for kind, owner_pk, role, stripe_id in (
+        await session.execute(
+            select(
+                StripeObject.entity_type, StripeObject.entity_pk, StripeObject.role, StripeObject.stripe_id
+            ).where(StripeObject.environment_pk == env_pk, owner_rule)
+        )
+    ).all():
+        objects.setdefault((kind, owner_pk), {})[role] = stripe_id
+    live = 0
+    if sub.billing_id is None:
+        live = (
+            await session.scalar(
+                select(func.count())
+                .select_from(Subscription)
+                .where(
+                    Subscription.customer_pk == sub.customer_pk,
+                    Subscription.billing_id.is_not(None),
+                    Subscription.status.in_(list(m.LIVE)),
+                )
+            )
+            or 0
+        )
+    return _SubscriptionRows(addons, coupon, coupon_in_stripe, charges, features, objects, live)
 
 
 def _phase(entity_type: str) -> int:

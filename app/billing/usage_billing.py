@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from app.billing import mapping as m
-from app.billing.events import EventContext, handles
+from app.billing.events import EventContext, NotOurs, handles
 from app.billing.models import StripeObject
 from app.catalog.models import BillingModel, BillingPeriod, Charge, Feature
 from app.customers.models import Customer
@@ -67,13 +67,11 @@ async def usage_quantity(
 async def on_invoice_created(ctx: EventContext, event: dict[str, Any]) -> None:
     invoice_id = event["data"]["object"]["id"]
     invoice = await ctx.client.v1.invoices.retrieve_async(invoice_id)
-    if invoice.billing_reason != "subscription_cycle" or invoice.status != "draft":
-        return
     parent = getattr(invoice, "parent", None)
     details = getattr(parent, "subscription_details", None) if parent else None
     stripe_sub = getattr(details, "subscription", None) or getattr(invoice, "subscription", None)
     if not stripe_sub:
-        return
+        raise NotOurs(invoice_id)  # a one-off invoice: Tollgate only bills subscriptions
     stripe_sub = stripe_sub if isinstance(stripe_sub, str) else stripe_sub.id
     pk = await ctx.session.scalar(
         select(StripeObject.entity_pk).where(
@@ -83,7 +81,9 @@ async def on_invoice_created(ctx: EventContext, event: dict[str, Any]) -> None:
         )
     )
     if pk is None:
-        return
+        raise NotOurs(stripe_sub)  # an invoice of a subscription that is not ours
+    if invoice.billing_reason != "subscription_cycle" or invoice.status != "draft":
+        return  # ours, but only renewals carry usage
     sub = await ctx.session.get_one(Subscription, pk)
     customer = await ctx.session.get_one(Customer, sub.customer_pk)
     if sub.price_version_pk is None or customer.billing_id is None:

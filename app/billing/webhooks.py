@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.billing.events import EventContext, handlers_for, handles
+from app.billing.events import EventContext, NotOurs, handlers_for, handles
 from app.billing.gateway import api_base_for, stripe_client
 from app.billing.models import (
     IntegrationStatus,
@@ -310,10 +310,15 @@ async def _process_one(database: Database, settings: Settings, box: SecretBox, p
             integration=integration,
             client=client,
         )
+        applied = 0
         try:
             async with session.begin_nested():
                 for handler in handlers:
-                    await handler(ctx, event)
+                    try:
+                        await handler(ctx, event)
+                        applied += 1
+                    except NotOurs:
+                        pass
         except Exception as error:
             if isinstance(error, stripe.InvalidRequestError) and error.http_status == 404:
                 # The object is gone from Stripe (or was never in this account): nothing to apply.
@@ -328,7 +333,8 @@ async def _process_one(database: Database, settings: Settings, box: SecretBox, p
             if row.attempts >= MAX_ATTEMPTS:
                 row.status = WebhookStatus.FAILED
             return
-        row.status = WebhookStatus.PROCESSED
+        # Objects that are not ours are acknowledged and ignored.
+        row.status = WebhookStatus.PROCESSED if applied else WebhookStatus.IGNORED
         row.processed_at = utcnow()
         row.error = None
         if event.get("created") and (integration.last_event_created or 0) < int(event["created"]):
@@ -370,7 +376,7 @@ def _subscription_id(obj: dict[str, Any]) -> str | None:
 async def _apply_subscription(ctx: EventContext, stripe_sub_id: str) -> None:
     pk = await ours(ctx, "subscription", stripe_sub_id)
     if pk is None:
-        return  # not ours: acknowledged and ignored
+        raise NotOurs(stripe_sub_id)
     current = await ctx.client.v1.subscriptions.retrieve_async(stripe_sub_id)
     sub = await ctx.session.get_one(Subscription, pk, with_for_update=True)
     now = utcnow()
@@ -433,9 +439,10 @@ async def on_subscription(ctx: EventContext, event: dict[str, Any]) -> None:
 @handles("invoice.paid", "invoice.payment_failed")
 async def on_invoice_payment(ctx: EventContext, event: dict[str, Any]) -> None:
     sub_id = _subscription_id(event["data"]["object"])
-    if sub_id:
-        # The subscription's status says whether it is paid up: one source of truth.
-        await _apply_subscription(ctx, sub_id)
+    if not sub_id:
+        raise NotOurs(event["data"]["object"].get("id"))  # a one-off invoice: never one of ours
+    # The subscription's status says whether it is paid up: one source of truth.
+    await _apply_subscription(ctx, sub_id)
 
 
 # Registers the invoice.created handler (usage on renewal invoices).

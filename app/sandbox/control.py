@@ -47,6 +47,8 @@ async def control(sandbox: Sandbox, method: str, path: str, query: str, body: by
                 "accounts": sorted(a for a in sandbox.store.accounts() if a.startswith("acct_")),
                 "pending_webhook_deliveries": sandbox.webhooks.pending_count(),
                 "rate_limit": sandbox.faults.rate_limit,
+                "peak_requests_per_second": sandbox.faults.peak_per_second,
+                "rate_limited": sandbox.faults.rate_limited,
                 "faults": [r.public() for r in sandbox.faults.rules],
             },
         )
@@ -74,6 +76,8 @@ async def control(sandbox: Sandbox, method: str, path: str, query: str, body: by
         sandbox.faults.rate_limit = (
             float(data.get("requests_per_second", DEFAULT_RATE_LIMIT)) if enabled else None
         )
+        # Setting a limit starts a new measurement of what clients do under it.
+        sandbox.faults.peak_per_second = sandbox.faults.rate_limited = 0
         return json_response(200, {"enabled": enabled, "requests_per_second": sandbox.faults.rate_limit})
     if route == ("PUT", "/_sandbox/webhook_faults"):
         try:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from app.sandbox.store import CUSTOMER_INDEXED
 from app.sandbox.wire import StripeError, list_envelope, new_id, not_found, paginate_ids
 
 if TYPE_CHECKING:
@@ -141,6 +142,13 @@ class Ctx:
     def all(self, kind: str) -> list[dict[str, Any]]:
         return self.store.list(self.account, kind)
 
+    def of_customer(self, kind: str, customer_id: str) -> list[dict[str, Any]]:
+        """One customer's objects of a customer-indexed type, newest first (no account scan)."""
+        found = (
+            self.store.get(self.account, i) for i in self.store.customer_ids(self.account, kind, customer_id)
+        )
+        return [obj for obj in found if obj is not None]
+
     def page(
         self,
         kind: str,
@@ -151,7 +159,11 @@ class Ctx:
     ) -> dict[str, Any]:
         """A list page; `keep` runs only when one of `filters` is a parameter (always when None)."""
         store = self.store
-        ids = store.peek_ids(self.account, kind)
+        customer = params.get("customer")
+        if isinstance(customer, str) and customer and kind in CUSTOMER_INDEXED:
+            ids = store.customer_ids(self.account, kind, customer)
+        else:
+            ids = store.peek_ids(self.account, kind)
         created = params.get("created")
         if isinstance(created, dict):
             ids = [i for i in ids if _in_range(store.peek(i).get("created", 0), created)]
@@ -265,7 +277,7 @@ def _customer_list(
     kind: str, url: str, keep: Callable[[dict[str, Any], str], bool]
 ) -> Callable[[Ctx, dict[str, Any]], dict[str, Any]]:
     def include(ctx: Ctx, customer: dict[str, Any]) -> dict[str, Any]:
-        found = [o for o in ctx.all(kind) if keep(o, customer["id"])]
+        found = [o for o in ctx.of_customer(kind, customer["id"]) if keep(o, customer["id"])]
         return {
             "object": "list",
             "data": found,

@@ -55,6 +55,10 @@ class Faults:
         self.rules: list[FaultRule] = []
         self.rate_limit: float | None = None
         self._windows: dict[str, tuple[int, int]] = {}
+        # What clients did, for tests of their request budgets: the most requests one account
+        # made within one second, and how many were answered 429 by the rate limit.
+        self.peak_per_second = 0
+        self.rate_limited = 0
         self.webhooks = WebhookFaults()
         self.webhook_rng = random.Random()
 
@@ -97,17 +101,18 @@ class Faults:
 
     def check(self, method: str, path: str, account: str) -> tuple[float, StripeError | None]:
         """(seconds to wait, error to answer with) for one API request."""
-        if self.rate_limit is not None:
-            second = int(time.monotonic())
-            window, count = self._windows.get(account, (second, 0))
-            count = count + 1 if window == second else 1
-            self._windows[account] = (second, count)
-            if count > self.rate_limit:
-                return 0.0, StripeError(
-                    429,
-                    "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.",
-                    code="rate_limit",
-                )
+        second = int(time.monotonic())
+        window, count = self._windows.get(account, (second, 0))
+        count = count + 1 if window == second else 1
+        self._windows[account] = (second, count)
+        self.peak_per_second = max(self.peak_per_second, count)
+        if self.rate_limit is not None and count > self.rate_limit:
+            self.rate_limited += 1
+            return 0.0, StripeError(
+                429,
+                "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.",
+                code="rate_limit",
+            )
         for rule in list(self.rules):
             if rule.method and rule.method != method:
                 continue

@@ -3,6 +3,9 @@
 Every object lives in one table keyed by id, tagged with its account and type. Reads are served
 from memory (objects are kept encoded, so callers always get their own copy); writes are
 collected during a request and committed in one SQLite transaction, or undone on error.
+Objects that belong to a customer (subscriptions, invoices, invoice items, ...) are also indexed
+by that customer, so per-customer work (a subscription's first invoice collecting the pending
+invoice items, `GET /v1/subscriptions?customer=`) does not scan the whole account.
 """
 
 from __future__ import annotations
@@ -30,12 +33,24 @@ CREATE INDEX IF NOT EXISTS objects_account_type ON objects (account, type, seq);
 """
 
 
+# Types indexed by their `customer` field.
+CUSTOMER_INDEXED = frozenset(
+    {"subscription", "invoice", "invoiceitem", "payment_method", "tax_id", "checkout.session", "setup_intent"}
+)
+
+
 @dataclass(slots=True)
 class _Record:
     account: str
     type: str
     seq: int
     data: bytes
+    customer: str | None = None
+
+
+def _customer_of(kind: str, obj: dict[str, Any]) -> str | None:
+    customer = obj.get("customer") if kind in CUSTOMER_INDEXED else None
+    return customer if isinstance(customer, str) else None
 
 
 class Store:
@@ -51,6 +66,8 @@ class Store:
         self._records: dict[str, _Record] = {}
         # (account, type) -> ids in creation order; dicts keep insertion order and delete in O(1).
         self._index: dict[tuple[str, str], dict[str, None]] = {}
+        # (account, type, customer id) -> ids of that customer's objects of that type.
+        self._by_customer: dict[tuple[str, str, str], dict[str, None]] = {}
         self._undo: dict[str, _Record | None] = {}
         # Decoded objects for read-only scans (list filters); never handed out for mutation.
         self._peek_cache: dict[str, dict[str, Any]] = {}
@@ -58,8 +75,11 @@ class Store:
         for object_id, account, kind, seq, data in self._conn.execute(
             "SELECT id, account, type, seq, data FROM objects ORDER BY seq"
         ):
-            self._records[object_id] = _Record(account, kind, seq, data)
+            customer = _customer_of(kind, _decode(data)) if kind in CUSTOMER_INDEXED else None
+            record = _Record(account, kind, seq, data, customer)
+            self._records[object_id] = record
             self._index.setdefault((account, kind), {})[object_id] = None
+            self._link(object_id, record)
             self._seq = max(self._seq, seq)
 
     # -- reads --------------------------------------------------------------------------------
@@ -95,6 +115,11 @@ class Store:
             self._peek_cache[object_id] = cached
         return cached
 
+    def customer_ids(self, account: str, kind: str, customer: str) -> list[str]:
+        """Ids of one customer's objects of a (customer-indexed) type, newest first."""
+        ids = self._by_customer.get((account, kind, customer), {})
+        return sorted(ids, key=lambda i: self._records[i].seq, reverse=True)
+
     def count(self, account: str, kind: str) -> int:
         return len(self._index.get((account, kind), {}))
 
@@ -114,9 +139,24 @@ class Store:
             self._index.setdefault((account, kind), {})[key] = None
         else:
             seq = existing.seq
-        self._records[key] = _Record(account, kind, seq, _encode(obj))
+            self._unlink(key, existing)
+        record = _Record(account, kind, seq, _encode(obj), _customer_of(kind, obj))
+        self._records[key] = record
+        self._link(key, record)
         self._peek_cache.pop(key, None)
         return obj
+
+    def _link(self, object_id: str, record: _Record) -> None:
+        if record.customer is not None:
+            self._by_customer.setdefault((record.account, record.type, record.customer), {})[object_id] = None
+
+    def _unlink(self, object_id: str, record: _Record) -> None:
+        if record.customer is not None:
+            ids = self._by_customer.get((record.account, record.type, record.customer))
+            if ids is not None:
+                ids.pop(object_id, None)
+                if not ids:
+                    del self._by_customer[(record.account, record.type, record.customer)]
 
     def delete(self, account: str, object_id: str) -> None:
         existing = self._records.get(object_id)
@@ -124,6 +164,7 @@ class Store:
             return
         self._undo.setdefault(object_id, existing)
         del self._records[object_id]
+        self._unlink(object_id, existing)
         self._peek_cache.pop(object_id, None)
         self._index.get((account, existing.type), {}).pop(object_id, None)
 
@@ -160,8 +201,10 @@ class Store:
             current = self._records.pop(object_id, None)
             if current is not None:
                 self._index.get((current.account, current.type), {}).pop(object_id, None)
+                self._unlink(object_id, current)
             if previous is not None:
                 self._records[object_id] = previous
+                self._link(object_id, previous)
                 ids = self._index.setdefault((previous.account, previous.type), {})
                 ids[object_id] = None
                 # Re-sort only this type's ids so creation order survives the undo.
@@ -175,6 +218,7 @@ class Store:
             self._records.clear()
             self._peek_cache.clear()
             self._index.clear()
+            self._by_customer.clear()
             self._undo = {}
             self._conn.execute("DELETE FROM objects")
 

@@ -20,6 +20,8 @@ async def test_grace_period_unknown_until_stripe_shows_it(
     connected = await api.ok("put", "/integrations/stripe", {"mode": "TEST", "apiKey": key}, status=200)
     check = connected["gracePeriodCheck"]
     assert check["status"] == "UNKNOWN" and check["currentSeconds"] is None
+    assert connected["gracePeriodOk"] is None, "unknown is not OK"
+    assert "no API" in check["message"] and "Dashboard" in check["message"]
     assert check["settingsUrl"] == "https://dashboard.stripe.com/test/settings/billing/automatic"
     again = await api.ok("post", "/integrations/stripe/grace-period-check", status=200)
     assert again["gracePeriodCheck"]["status"] == "UNKNOWN", "no draft subscription invoice to read it from"

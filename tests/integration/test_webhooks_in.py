@@ -176,3 +176,68 @@ async def test_signature_and_unknown_integration(
         row = await session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == "evt_test_1"))
         assert row is not None and row.payload == body
         assert row.status in (WebhookStatus.PROCESSED, WebhookStatus.IGNORED), row.error
+
+
+async def test_events_about_objects_that_are_not_ours_end_ignored(
+    api: ApiEnv, database: Database, live: LiveApp, stripe_sandbox: RunningSandbox
+) -> None:
+    http = Http(live, api)
+    integration, sub_id = await setup_paid_subscription(http, database, live.settings)
+    from tests.integration.test_sync_rules import Synced
+
+    synced = Synced(api, database, live.settings, stripe_sandbox)
+    await synced.connect_existing()
+    # Someone else's subscription in the same Stripe account (made in the Dashboard, say).
+    stranger = synced.stripe.v1.customers.create(params={"name": "Not a Tollgate customer"})
+    price = synced.stripe.v1.prices.create(
+        params={
+            "currency": "usd",
+            "unit_amount": 300,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Theirs"},
+        }
+    )
+    theirs = synced.stripe.v1.subscriptions.create(
+        params={
+            "customer": stranger.id,
+            "items": [{"price": price.id}],
+            "collection_method": "send_invoice",
+            "days_until_due": 30,
+        }
+    )
+    synced.stripe.v1.subscriptions.cancel(theirs.id)
+    synced.stripe.v1.subscriptions.update(sub_id, params={"cancel_at_period_end": True})
+
+    async def ours_applied() -> bool:
+        async with database.session() as session:
+            sub = await session.scalar(select(Subscription).where(Subscription.billing_id == sub_id))
+            return sub is not None and sub.cancel_at is not None
+
+    await wait_processed(database, live.settings, stripe_sandbox, ours_applied)
+    stripe_sandbox.control.drain(timeout=5)
+    while await process_pending(database, live.settings, utcnow()):
+        pass
+    async with database.session() as session:
+        integration_pk = await session.scalar(
+            select(StripeIntegration.pk).where(StripeIntegration.ref == integration["integrationId"])
+        )
+        rows = (
+            await session.execute(
+                select(WebhookEvent.event_type, WebhookEvent.object_id, WebhookEvent.status).where(
+                    WebhookEvent.integration_pk == integration_pk
+                )
+            )
+        ).all()
+    theirs_events = {(kind, status) for kind, obj, status in rows if obj == theirs.id}
+    assert {kind for kind, _ in theirs_events} >= {
+        "customer.subscription.created",
+        "customer.subscription.deleted",
+    }, rows
+    assert {status for _, status in theirs_events} == {WebhookStatus.IGNORED}, theirs_events
+    their_invoices = [
+        status for kind, obj, status in rows if kind.startswith("invoice.") and obj == theirs.latest_invoice
+    ]
+    assert their_invoices and set(their_invoices) == {WebhookStatus.IGNORED}, rows
+    # Ours is applied: PROCESSED (the update Stripe made on its own, not an echo of our write).
+    ours = {status for kind, obj, status in rows if obj == sub_id and kind == "customer.subscription.updated"}
+    assert WebhookStatus.PROCESSED in ours, rows

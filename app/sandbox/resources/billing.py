@@ -334,8 +334,8 @@ def new_invoice(
         invoice["default_payment_method"] = None
     collected = list(lines or [])
     if include_pending:
-        for item in reversed(ctx.all("invoiceitem")):
-            if item["customer"] != customer["id"] or item.get("invoice"):
+        for item in reversed(ctx.of_customer("invoiceitem", customer["id"])):
+            if item.get("invoice"):
                 continue
             if subscription is not None and _item_subscription(item) not in (None, subscription["id"]):
                 continue
@@ -1103,9 +1103,7 @@ def cancel_subscription(ctx: Ctx, params: dict[str, Any], path: dict[str, str]) 
     cancel_subscription_now(ctx, subscription, reason="cancellation_requested")
     if params.get("invoice_now"):
         customer = ctx.get("customer", subscription["customer"])
-        pending = [
-            i for i in ctx.all("invoiceitem") if i["customer"] == customer["id"] and not i.get("invoice")
-        ]
+        pending = [i for i in ctx.of_customer("invoiceitem", customer["id"]) if not i.get("invoice")]
         if pending:
             invoice = new_invoice(
                 ctx,
@@ -1427,7 +1425,7 @@ def delete_invoice(ctx: Ctx, _: dict[str, Any], path: dict[str, str]) -> dict[st
     invoice = ctx.get("invoice", path["id"])
     if invoice["status"] != "draft":
         raise StripeError(400, "You can only delete draft invoices.")
-    for item in ctx.all("invoiceitem"):
+    for item in ctx.of_customer("invoiceitem", invoice["customer"]):
         if item.get("invoice") == invoice["id"]:
             item["invoice"] = None
             ctx.put(item)

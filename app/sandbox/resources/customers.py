@@ -238,8 +238,8 @@ def delete_customer(ctx: Ctx, _: dict[str, Any], path: dict[str, str]) -> dict[s
     from app.sandbox.resources.billing import cancel_subscription_now
 
     customer = ctx.get("customer", path["id"])
-    for subscription in ctx.all("subscription"):
-        if subscription["customer"] == customer["id"] and subscription["status"] != "canceled":
+    for subscription in ctx.of_customer("subscription", customer["id"]):
+        if subscription["status"] != "canceled":
             cancel_subscription_now(ctx, subscription, reason="cancellation_requested")
     ctx.delete(customer["id"])
     ctx.store.put(
