@@ -39,6 +39,7 @@ from app.catalog.models import (
     TiersMode,
     TrialEndBehavior,
 )
+from app.core.links import CONSOLE_SECTIONS, entity_url
 from app.customers.models import Customer
 from app.subscriptions.models import Subscription, SubscriptionStatus
 
@@ -47,13 +48,7 @@ S = SubscriptionStatus
 # Stripe refuses more than 500 active subscriptions per customer; tests lower this.
 MAX_SUBSCRIPTIONS_PER_CUSTOMER = 500
 
-ADMIN_PATHS = {
-    "plan": "plans",
-    "addon": "addons",
-    "coupon": "coupons",
-    "customer": "customers",
-    "subscription": "subscriptions",
-}
+ADMIN_PATHS = {t: CONSOLE_SECTIONS[t] for t in ("plan", "addon", "coupon", "customer", "subscription")}
 
 REASONS = {
     "draft": "Draft plans and add-ons reach Stripe when they are published.",
@@ -91,7 +86,7 @@ def metadata(env: EnvInfo, entity_type: str, entity_id: str) -> dict[str, str]:
     return {
         "tollgateEntityId": entity_id,
         "tollgateEnvironment": env.slug,
-        "tollgateEntityUrl": f"{env.public_url}/admin/{ADMIN_PATHS[entity_type]}/{entity_id}?env={env.slug}",
+        "tollgateEntityUrl": entity_url(env.public_url, entity_type, entity_id, env.slug),
     }
 
 

@@ -18,10 +18,10 @@ from app.admin import auth
 from app.admin.auth import TooManyAttempts, add_operator, create_operator, ensure_bootstrap_operator
 from app.admin.auth import sign_in as check_credentials
 from app.admin.context import safe_next
-from app.admin.links import entity_url
 from app.admin.models import Operator
 from app.admin.security import csrf_config, session_config
 from app.core.errors import InvalidRequest, Unauthorized
+from app.core.links import entity_url
 from app.db import Database
 from app.migrate import upgrade_to_head
 from app.settings import Settings
@@ -178,11 +178,11 @@ async def test_htmx_gets_fragments_and_vary(
 
 def test_entity_urls() -> None:
     assert (
-        entity_url("https://t.example/", "plans", "pro", "prod")
+        entity_url("https://t.example/", "plan", "pro", "prod")
         == "https://t.example/admin/plans/pro?env=prod"
     )
     assert (
-        entity_url("https://t.example", "customers", "a|b c") == "https://t.example/admin/customers/a%7Cb%20c"
+        entity_url("https://t.example", "customer", "a|b c") == "https://t.example/admin/customers/a%7Cb%20c"
     )
 
 
