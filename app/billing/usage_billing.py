@@ -5,13 +5,15 @@ Stripe finalises a renewal invoice about an hour after creating it (the "invoice
 grace period", a Dashboard setting); the items must land before that, so the integration
 records the grace period and warns when it is under an hour. Redelivered or replayed events
 never bill twice: each item has the idempotency key `tg-<env>-usage-<invoice>-<charge>` and
-the invoice's existing items are checked for our `tollgateChargeId` first.
+the invoice's existing items are checked for our `tollgateChargeId` first. An invoice that was
+finalized before the event was handled gets its usage as pending items for the next invoice.
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
+import logging
 from typing import Any
 
 from sqlalchemy import select
@@ -22,6 +24,8 @@ from app.billing.models import StripeObject
 from app.catalog.models import BillingModel, BillingPeriod, Charge, Feature
 from app.customers.models import Customer
 from app.subscriptions.models import Subscription, UsageEvent, UsageUpdateBehavior
+
+logger = logging.getLogger(__name__)
 
 
 def months_before(moment: dt.datetime, months: int) -> dt.datetime:
@@ -82,8 +86,11 @@ async def on_invoice_created(ctx: EventContext, event: dict[str, Any]) -> None:
     )
     if pk is None:
         raise NotOurs(stripe_sub)  # an invoice of a subscription that is not ours
-    if invoice.billing_reason != "subscription_cycle" or invoice.status != "draft":
+    if invoice.billing_reason != "subscription_cycle":
         return  # ours, but only renewals carry usage
+    # Finalized already (the account's grace period is shorter than our worker's lag): the
+    # usage is not lost but billed on the customer's next invoice, as pending invoice items.
+    late = invoice.status != "draft"
     sub = await ctx.session.get_one(Subscription, pk)
     customer = await ctx.session.get_one(Customer, sub.customer_pk)
     if sub.price_version_pk is None or customer.billing_id is None:
@@ -100,8 +107,19 @@ async def on_invoice_created(ctx: EventContext, event: dict[str, Any]) -> None:
     ]
     if not charges:
         return
-    existing = await ctx.client.v1.invoice_items.list_async(params={"invoice": invoice_id, "limit": 100})
-    billed = {m.metadata_of(item).get("tollgateChargeId") for item in existing.data}
+    where = {"customer": customer.billing_id, "pending": True} if late else {"invoice": invoice_id}
+    existing = await ctx.client.v1.invoice_items.list_async(params={**where, "limit": 100})  # type: ignore[arg-type]
+    billed = {
+        m.metadata_of(item).get("tollgateChargeId")
+        for item in existing.data
+        if not late or m.metadata_of(item).get("tollgateInvoiceId") == invoice_id
+    }
+    if late:
+        logger.warning(
+            "invoice %s was finalized before usage could be added (grace period under 1 hour?): "
+            "its usage goes on the customer's next invoice",
+            invoice_id,
+        )
     start, end = closed_period(invoice, sub.billing_period)
     for charge in charges:
         if str(charge.pk) in billed:
@@ -121,12 +139,16 @@ async def on_invoice_created(ctx: EventContext, event: dict[str, Any]) -> None:
         )
         params: dict[str, Any] = {
             "customer": customer.billing_id,
-            "invoice": invoice_id,
+            **({} if late else {"invoice": invoice_id}),
             "quantity": quantity,
             "description": f"{feature.name}: {quantity} {feature.unit_plural or 'units'} "
             f"({start.date().isoformat()} to {end.date().isoformat()})",
             "period": {"start": int(start.timestamp()), "end": int(end.timestamp())},
-            "metadata": {"tollgateChargeId": str(charge.pk), "tollgateSubscriptionId": sub.ref},
+            "metadata": {
+                "tollgateChargeId": str(charge.pk),
+                "tollgateSubscriptionId": sub.ref,
+                "tollgateInvoiceId": invoice_id,
+            },
         }
         if price_id:
             params["pricing"] = {"price": price_id}

@@ -270,7 +270,8 @@ async def test_failed_renewal_payment_makes_the_subscription_payment_pending(wor
     assert world.ok("GET", "/subscriptions/s0")["status"] == "ACTIVE"
 
 
-async def test_usage_is_billed_once_on_the_renewal_invoice(world: World) -> None:
+async def _metered_subscription_with_usage(world: World) -> str:
+    """A paid plan with a usage-based charge, synced; 42 calls reported in its first period."""
     world.ok(
         "POST",
         "/features",
@@ -317,23 +318,18 @@ async def test_usage_is_billed_once_on_the_renewal_invoice(world: World) -> None
         },
         status=200,
     )
+    return sub_id
+
+
+async def test_usage_is_billed_once_on_the_renewal_invoice(world: World) -> None:
+    sub_id = await _metered_subscription_with_usage(world)
     integration = world.ok("GET", "/integrations/stripe")
     assert integration["invoiceGracePeriodSeconds"] == 3600 and integration["gracePeriodOk"] is True
     period_end = world.stripe.v1.subscriptions.retrieve(sub_id)["items"].data[0].current_period_end
     # Just past the renewal: the invoice is a draft for the next hour (the grace period).
     world.sandbox.control.advance_clock(period_end - world.sandbox.control.status()["now"] + 60)
     world.sandbox.control.drain(timeout=5)
-    for _ in range(3):  # the first pass bills; replays (and redeliveries) must not
-        await process_pending(world.database, world.live.settings, utcnow(), environment_pk=world.env_pk)
-        async with world.database.session() as session:
-            await session.execute(
-                update(WebhookEvent)
-                .where(
-                    WebhookEvent.environment_pk == world.env_pk, WebhookEvent.event_type == "invoice.created"
-                )
-                .values(status=WebhookStatus.RECEIVED)
-            )
-    await process_pending(world.database, world.live.settings, utcnow(), environment_pk=world.env_pk)
+    await _replay_invoice_events(world, 3)  # the first pass bills; replays (and redeliveries) must not
     invoices = world.stripe.v1.invoices.list(params={"subscription": sub_id, "limit": 10}).data
     cycle = [i for i in invoices if i.billing_reason == "subscription_cycle"]
     assert len(cycle) == 1
@@ -344,6 +340,49 @@ async def test_usage_is_billed_once_on_the_renewal_invoice(world: World) -> None
     world.sandbox.control.advance_clock(3601)
     final = world.stripe.v1.invoices.retrieve(cycle[0].id)
     assert final.status == "paid" and final.amount_paid == 1000 + 126
+
+
+async def _replay_invoice_events(world: World, times: int) -> None:
+    for _ in range(times):
+        await process_pending(world.database, world.live.settings, utcnow(), environment_pk=world.env_pk)
+        async with world.database.session() as session:
+            await session.execute(
+                update(WebhookEvent)
+                .where(
+                    WebhookEvent.environment_pk == world.env_pk, WebhookEvent.event_type == "invoice.created"
+                )
+                .values(status=WebhookStatus.RECEIVED)
+            )
+    await process_pending(world.database, world.live.settings, utcnow(), environment_pk=world.env_pk)
+
+
+async def test_usage_of_an_invoice_finalized_too_early_goes_on_the_next_one(world: World) -> None:
+    sub_id = await _metered_subscription_with_usage(world)
+    period_end = world.stripe.v1.subscriptions.retrieve(sub_id)["items"].data[0].current_period_end
+    # The event is handled only after the grace period: the renewal invoice is final by then.
+    world.sandbox.control.advance_clock(period_end - world.sandbox.control.status()["now"] + 3700)
+    world.sandbox.control.drain(timeout=5)
+    await _replay_invoice_events(world, 3)
+    cycle = [
+        i
+        for i in world.stripe.v1.invoices.list(params={"subscription": sub_id, "limit": 10}).data
+        if i.billing_reason == "subscription_cycle"
+    ]
+    assert len(cycle) == 1 and cycle[0].status == "paid" and cycle[0].amount_paid == 1000
+    customer = str(cycle[0].customer)
+    pending = world.stripe.v1.invoice_items.list(params={"customer": customer, "pending": True}).data
+    assert [(i.quantity, i.amount) for i in pending] == [(42, 126)], "billed late, once"
+    assert pending[0].metadata is not None and pending[0].metadata["tollgateInvoiceId"] == cycle[0].id
+    # The next renewal carries it.
+    next_end = world.stripe.v1.subscriptions.retrieve(sub_id)["items"].data[0].current_period_end
+    world.sandbox.control.advance_clock(next_end - world.sandbox.control.status()["now"] + 3700)
+    world.sandbox.control.drain(timeout=5)
+    renewals = [
+        i
+        for i in world.stripe.v1.invoices.list(params={"subscription": sub_id, "limit": 10}).data
+        if i.billing_reason == "subscription_cycle" and i.id != cycle[0].id
+    ]
+    assert len(renewals) == 1 and renewals[0].amount_paid == 1000 + 126
 
 
 def _worker(settings: Settings, database_url: str) -> subprocess.Popen[bytes]:
