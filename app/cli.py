@@ -16,7 +16,11 @@ from app.settings import Settings, load_settings
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Each Stripe call would otherwise log three lines (SDK and HTTP client); our own sync
+    # logs say what matters. TOLLGATE_LOG_LEVEL=DEBUG brings them back.
+    quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    for name in ("alembic", "stripe", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(quiet)
 
 
 def _var_dir() -> Path:
