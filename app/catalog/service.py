@@ -39,8 +39,8 @@ from app.core.money import check_amount, normalize_currency
 from app.core.outbox import record_change
 from app.core.pagination import Page, paginate
 from app.core.schemas import unset_fields
-from app.customers.invalidation import invalidate_environment_entitlements
 from app.environments.service import EnvironmentRef
+from app.subscriptions.entitlements import invalidate_entitlements_for_addon, invalidate_entitlements_for_plan
 
 # ---- shared helpers -------------------------------------------------------------------------
 
@@ -749,7 +749,7 @@ async def update_plan(session: AsyncSession, env: EnvironmentRef, ref: str, data
         )
     await session.flush()
     if entitlements_changed:
-        await invalidate_environment_entitlements(session, env.pk)
+        await invalidate_entitlements_for_plan(session, plan.pk)
     record_change(session, env.pk, "plan", plan.pk, "updated")
     return await _render_plan(session, await _reload_plan(session, plan))
 
@@ -925,7 +925,7 @@ async def update_addon(
         addon.entitlements.clear()
         await session.flush()
         addon.entitlements.extend(new_entitlements)
-        await invalidate_environment_entitlements(session, env.pk)
+        await invalidate_entitlements_for_addon(session, addon.pk)
     if "charges" in fields:
         charges = await _build_charges(session, env, pricing_type, fields.pop("charges"))
         latest = (await _latest_versions(session, PriceVersion.addon_pk, [addon.pk])).get(addon.pk)

@@ -15,5 +15,5 @@ Modules, each one job:
 
 For the catalog: call `entitlements.invalidate_entitlements_for_plan(session, plan_pk)` /
 `invalidate_entitlements_for_addon(session, addon_pk)` when what a plan or add-on grants
-changes.
+changes: only the customers it reaches recompute.
 """

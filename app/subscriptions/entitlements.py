@@ -30,7 +30,6 @@ from sqlalchemy import Table, and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.models import (
-    Addon,
     BillingPeriod,
     Entitlement,
     Feature,
@@ -318,33 +317,38 @@ async def rematerialize_customers(
         await refresh_snapshot(session, pk, now)
 
 
-async def _invalidate_product(session: AsyncSession, product_pk: int | None) -> None:
-    # Coarse on purpose: every customer with a live subscription in the product (plan
-    # children, scheduled changes and add-ons all stay within one product).
-    if product_pk is None:
-        return
-    customers = select(Subscription.customer_pk).where(
-        Subscription.product_pk == product_pk, Subscription.status.in_(LIVE_STATUSES)
-    )
+async def _mark_stale(session: AsyncSession, customers: Any) -> None:
     await session.execute(
         update(Customer)
-        .where(Customer.pk.in_(customers))
+        .where(Customer.pk.in_(customers), Customer.entitlements_snapshot.is_not(None))
         .values(entitlements_snapshot=None, snapshot_valid_until=None)
         .execution_options(synchronize_session=False)
     )
 
 
 async def invalidate_entitlements_for_plan(session: AsyncSession, plan_pk: int) -> None:
-    """For the catalog: a plan's entitlements (or a parent's) changed."""
-    await _invalidate_product(
-        session, await session.scalar(select(Plan.product_pk).where(Plan.pk == plan_pk))
-    )
+    """For the catalog: a plan's entitlements (or its parent) changed.
+
+    Only its subscribers and those of plans built on it ("everything in X, plus") are marked;
+    everyone else's snapshot stays valid, so an edit does not send a whole environment to the
+    slow path at once.
+    """
+    env_pk = await session.scalar(select(Plan.environment_pk).where(Plan.pk == plan_pk))
+    rows = await session.execute(select(Plan.pk, Plan.parent_plan_pk).where(Plan.environment_pk == env_pk))
+    parents = {pk: parent for pk, parent in rows}
+    reached = {plan_pk}
+    while more := {pk for pk, parent in parents.items() if parent in reached} - reached:
+        reached |= more
+    await _mark_stale(session, select(Subscription.customer_pk).where(Subscription.plan_pk.in_(reached)))
 
 
 async def invalidate_entitlements_for_addon(session: AsyncSession, addon_pk: int) -> None:
-    """For the catalog: an add-on's entitlements changed."""
-    await _invalidate_product(
-        session, await session.scalar(select(Addon.product_pk).where(Addon.pk == addon_pk))
+    """For the catalog: an add-on's entitlements changed; the customers whose subscriptions carry it."""
+    await _mark_stale(
+        session,
+        select(Subscription.customer_pk)
+        .join(SubscriptionAddon, SubscriptionAddon.subscription_pk == Subscription.pk)
+        .where(SubscriptionAddon.addon_pk == addon_pk),
     )
 
 

@@ -145,3 +145,40 @@ async def test_usage_batch_refreshes_stale_snapshots_together(
     async with database.session() as session:
         answer = await check_entitlement(session, env_pk, "b2", "calls", now=T0)
     assert answer.current_usage == 2
+
+
+async def test_a_plan_edit_reaches_its_subscribers_and_heirs_only(
+    api: ApiEnv, catalog: CatalogFactory, database: Database
+) -> None:
+    await catalog.addon("boost", entitlements={"calls": {"limit": 5}}, charges=[flat(10)])
+    await catalog.plan("paid-plus", parent="paid", charges=[flat(200)], addons=["boost"])
+    env_pk = await catalog.env_pk()
+    for ref in ("bob", "carol"):
+        await catalog.customer(ref)
+    for customer, plan, addons in (
+        ("acme", "free", []),
+        ("bob", "paid", []),
+        ("carol", "paid-plus", [{"addonId": "boost", "quantity": 1}]),
+    ):
+        await api.ok("post", "/subscriptions", {"customerId": customer, "planId": plan, "addons": addons})
+        await api.ok("get", f"/customers/{customer}/entitlements/calls")  # materialised
+
+    async def stale() -> set[str]:
+        async with database.session() as session:
+            rows = await session.scalars(
+                select(Customer.ref).where(
+                    Customer.environment_pk == env_pk, Customer.entitlements_snapshot.is_(None)
+                )
+            )
+            return set(rows.all())
+
+    assert await stale() == set()
+    await api.ok("patch", "/plans/paid", {"entitlements": [{"featureId": "calls", "usageLimit": 120}]})
+    assert await stale() == {"bob", "carol"}, "the free plan's customer keeps a valid snapshot"
+    for customer, limit in (("acme", 10), ("bob", 120), ("carol", 125)):
+        check = await api.ok("get", f"/customers/{customer}/entitlements/calls")
+        assert check["usageLimit"] == limit, customer
+    assert await stale() == set()
+    await api.ok("patch", "/addons/boost", {"entitlements": [{"featureId": "calls", "usageLimit": 7}]})
+    assert await stale() == {"carol"}, "only the add-on's customer"
+    assert (await api.ok("get", "/customers/carol/entitlements/calls"))["usageLimit"] == 127
