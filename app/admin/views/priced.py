@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -71,225 +73,153 @@ async def _render_priced_form(
     )
 
 
-class PlanController(Controller):
+@dataclass(frozen=True)
+class Priced:
+    """What differs between the plan and the add-on screens; the screens themselves are shared."""
+
+    kind: str  # the console section: plans | addons
+    label: str  # Plan | Add-on
+    get: Callable[[AsyncSession, Any, str], Awaitable[Any]]
+    create: Callable[[AsyncSession, Any, Any], Awaitable[Any]]
+    update: Callable[[AsyncSession, Any, str, Any], Awaitable[Any]]
+    publish: Callable[[AsyncSession, Any, str], Awaitable[Any]]
+    archive: Callable[[AsyncSession, Any, str], Awaitable[Any]]
+    values: Callable[..., dict[str, Any]]  # form values of an entity (or blank ones)
+    data: Callable[..., Any]  # form values -> the service's create/update fields
+    create_struct: type
+    update_struct: type
+    versions: Callable[[AsyncSession, Any, str], Awaitable[list[s.PriceVersionOut]]] | None = None
+
+
+PLANS = Priced(
+    "plans", "Plan", service.get_plan, service.create_plan, service.update_plan, service.publish_plan,
+    service.archive_plan, cf.plan_values, cf.plan_data, s.PlanCreate, s.PlanUpdate,
+    service.list_plan_price_versions,
+)  # fmt: skip
+ADDONS = Priced(
+    "addons", "Add-on", service.get_addon, service.create_addon, service.update_addon, service.publish_addon,
+    service.archive_addon, cf.addon_values, cf.addon_data, s.AddonCreate, s.AddonUpdate,
+)  # fmt: skip
+
+
+class _PricedController(Controller):
+    priced: Priced
+
+    async def _versions(
+        self, db_session: AsyncSession, ctx: AdminContext, ref: str
+    ) -> list[s.PriceVersionOut]:
+        return (
+            [] if self.priced.versions is None else await self.priced.versions(db_session, ctx.env_ref, ref)
+        )
+
+    @get("/")
+    async def index(
+        self,
+        request: Request[Any, Any, Any],
+        ctx: AdminContext,
+        db_session: AsyncSession,
+        q: str | None = None,
+        status: str | None = None,
+        after: str | None = None,
+    ) -> Response[str]:
+        return await render_list(request, ctx, db_session, self.priced.kind, q, status, after)
+
+    @get("/_new")
+    async def new(
+        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession
+    ) -> Response[str]:
+        return await _render_priced_form(
+            request, ctx, db_session, self.priced.kind, values=self.priced.values(), errors={}
+        )
+
+    @post("/_new")
+    async def create(
+        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession
+    ) -> Response[str]:
+        p = self.priced
+        form = await request.form()
+        values = cf.priced_values_from_form(form)
+        if form.get("_add"):
+            return await _render_priced_form(
+                request, ctx, db_session, p.kind, values=values, errors={}, spare=spare_rows(form)
+            )
+        created, errors = await save(
+            request,
+            db_session,
+            lambda errs: convert(p.data(values, errs, creating=True), p.create_struct),
+            lambda data: p.create(db_session, ctx.env_ref, data),
+        )
+        if errors:
+            return await _render_priced_form(
+                request, ctx, db_session, p.kind, values=values, errors=errors, status_code=422
+            )
+        flash(request, f"{p.label} {created.id} created as a draft.")
+        return redirect(request, ctx.url(f"/admin/{p.kind}/{created.id}"))
+
+    @get("/{ref:str}")
+    async def page(
+        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
+    ) -> Response[str]:
+        entity = await self.priced.get(db_session, ctx.env_ref, ref)
+        return await _render_priced_form(
+            request, ctx, db_session, self.priced.kind, values=self.priced.values(entity), errors={},
+            entity=entity, versions=await self._versions(db_session, ctx, ref),
+        )  # fmt: skip
+
+    @post("/{ref:str}")
+    async def update(
+        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
+    ) -> Response[str]:
+        p = self.priced
+        form = await request.form()
+        values = cf.priced_values_from_form(form) | {"id": ref}
+        current = await p.get(db_session, ctx.env_ref, ref)
+        values["productId"] = current.product_id
+        if form.get("_add"):
+            return await _render_priced_form(
+                request, ctx, db_session, p.kind, values=values, errors={}, spare=spare_rows(form),
+                entity=current, versions=await self._versions(db_session, ctx, ref),
+            )  # fmt: skip
+        saved, errors = await save(
+            request,
+            db_session,
+            lambda errs: convert(p.data(values, errs, creating=False), p.update_struct),
+            lambda data: p.update(db_session, ctx.env_ref, ref, data),
+        )
+        if errors:
+            return await _render_priced_form(
+                request, ctx, db_session, p.kind, values=values, errors=errors, status_code=422,
+                entity=current, versions=await self._versions(db_session, ctx, ref),
+            )  # fmt: skip
+        flash(request, f"{p.label} saved (price version {saved.price_version or '—'}).")
+        return redirect(request, ctx.url(f"/admin/{p.kind}/{ref}"))
+
+    @post("/{ref:str}/publish")
+    async def publish(
+        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
+    ) -> Response[str]:
+        p = self.priced
+        return await archive_and_return(
+            request, ctx, db_session, p.publish(db_session, ctx.env_ref, ref),
+            ctx.url(f"/admin/{p.kind}/{ref}"), f"{p.label} published.",
+        )  # fmt: skip
+
+    @post("/{ref:str}/archive")
+    async def archive(
+        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
+    ) -> Response[str]:
+        p = self.priced
+        return await archive_and_return(
+            request, ctx, db_session, p.archive(db_session, ctx.env_ref, ref),
+            ctx.url(f"/admin/{p.kind}/{ref}"), f"{p.label} archived.",
+        )  # fmt: skip
+
+
+class PlanController(_PricedController):
     path = "/plans"
-
-    @get("/")
-    async def index(
-        self,
-        request: Request[Any, Any, Any],
-        ctx: AdminContext,
-        db_session: AsyncSession,
-        q: str | None = None,
-        status: str | None = None,
-        after: str | None = None,
-    ) -> Response[str]:
-        return await render_list(request, ctx, db_session, "plans", q, status, after)
-
-    @get("/_new")
-    async def new(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession
-    ) -> Response[str]:
-        return await _render_priced_form(
-            request, ctx, db_session, "plans", values=cf.plan_values(), errors={}
-        )
-
-    @post("/_new")
-    async def create(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession
-    ) -> Response[str]:
-        form = await request.form()
-        values = cf.priced_values_from_form(form)
-        if form.get("_add"):
-            return await _render_priced_form(
-                request, ctx, db_session, "plans", values=values, errors={}, spare=spare_rows(form)
-            )
-        plan, errors = await save(
-            request,
-            db_session,
-            lambda errs: convert(cf.plan_data(values, errs, creating=True), s.PlanCreate),
-            lambda data: service.create_plan(db_session, ctx.env_ref, data),
-        )
-        if errors:
-            return await _render_priced_form(
-                request, ctx, db_session, "plans", values=values, errors=errors, status_code=422
-            )
-        flash(request, f"Plan {plan.id} created as a draft.")
-        return redirect(request, ctx.url(f"/admin/plans/{plan.id}"))
-
-    @get("/{ref:str}")
-    async def page(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
-    ) -> Response[str]:
-        plan = await service.get_plan(db_session, ctx.env_ref, ref)
-        versions = await service.list_plan_price_versions(db_session, ctx.env_ref, ref)
-        return await _render_priced_form(
-            request,
-            ctx,
-            db_session,
-            "plans",
-            values=cf.plan_values(plan),
-            errors={},
-            entity=plan,
-            versions=versions,
-        )
-
-    @post("/{ref:str}")
-    async def update(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
-    ) -> Response[str]:
-        form = await request.form()
-        values = cf.priced_values_from_form(form) | {"id": ref}
-        current = await service.get_plan(db_session, ctx.env_ref, ref)
-        values["productId"] = current.product_id
-        if form.get("_add"):
-            versions = await service.list_plan_price_versions(db_session, ctx.env_ref, ref)
-            return await _render_priced_form(
-                request, ctx, db_session, "plans", values=values, errors={}, spare=spare_rows(form),
-                entity=current, versions=versions,
-            )  # fmt: skip
-        plan, errors = await save(
-            request,
-            db_session,
-            lambda errs: convert(cf.plan_data(values, errs, creating=False), s.PlanUpdate),
-            lambda data: service.update_plan(db_session, ctx.env_ref, ref, data),
-        )
-        if errors:
-            versions = await service.list_plan_price_versions(db_session, ctx.env_ref, ref)
-            return await _render_priced_form(
-                request, ctx, db_session, "plans", values=values, errors=errors, status_code=422,
-                entity=current, versions=versions,
-            )  # fmt: skip
-        flash(request, f"Plan saved (price version {plan.price_version or '—'}).")
-        return redirect(request, ctx.url(f"/admin/plans/{ref}"))
-
-    @post("/{ref:str}/publish")
-    async def publish(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
-    ) -> Response[str]:
-        return await archive_and_return(
-            request, ctx, db_session, service.publish_plan(db_session, ctx.env_ref, ref),
-            ctx.url(f"/admin/plans/{ref}"), "Plan published.",
-        )  # fmt: skip
-
-    @post("/{ref:str}/archive")
-    async def archive(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
-    ) -> Response[str]:
-        return await archive_and_return(
-            request, ctx, db_session, service.archive_plan(db_session, ctx.env_ref, ref),
-            ctx.url(f"/admin/plans/{ref}"), "Plan archived.",
-        )  # fmt: skip
+    priced = PLANS
 
 
-class AddonController(Controller):
+class AddonController(_PricedController):
     path = "/addons"
-
-    @get("/")
-    async def index(
-        self,
-        request: Request[Any, Any, Any],
-        ctx: AdminContext,
-        db_session: AsyncSession,
-        q: str | None = None,
-        status: str | None = None,
-        after: str | None = None,
-    ) -> Response[str]:
-        return await render_list(request, ctx, db_session, "addons", q, status, after)
-
-    @get("/_new")
-    async def new(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession
-    ) -> Response[str]:
-        return await _render_priced_form(
-            request, ctx, db_session, "addons", values=cf.addon_values(), errors={}
-        )
-
-    @post("/_new")
-    async def create(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession
-    ) -> Response[str]:
-        form = await request.form()
-        values = cf.priced_values_from_form(form)
-        if form.get("_add"):
-            return await _render_priced_form(
-                request, ctx, db_session, "addons", values=values, errors={}, spare=spare_rows(form)
-            )
-        addon, errors = await save(
-            request,
-            db_session,
-            lambda errs: convert(cf.addon_data(values, errs, creating=True), s.AddonCreate),
-            lambda data: service.create_addon(db_session, ctx.env_ref, data),
-        )
-        if errors:
-            return await _render_priced_form(
-                request, ctx, db_session, "addons", values=values, errors=errors, status_code=422
-            )
-        flash(request, f"Add-on {addon.id} created as a draft.")
-        return redirect(request, ctx.url(f"/admin/addons/{addon.id}"))
-
-    @get("/{ref:str}")
-    async def page(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
-    ) -> Response[str]:
-        addon = await service.get_addon(db_session, ctx.env_ref, ref)
-        return await _render_priced_form(
-            request, ctx, db_session, "addons", values=cf.addon_values(addon), errors={}, entity=addon
-        )
-
-    @post("/{ref:str}")
-    async def update(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
-    ) -> Response[str]:
-        form = await request.form()
-        values = cf.priced_values_from_form(form) | {"id": ref}
-        current = await service.get_addon(db_session, ctx.env_ref, ref)
-        values["productId"] = current.product_id
-        if form.get("_add"):
-            return await _render_priced_form(
-                request,
-                ctx,
-                db_session,
-                "addons",
-                values=values,
-                errors={},
-                spare=spare_rows(form),
-                entity=current,
-            )
-        addon, errors = await save(
-            request,
-            db_session,
-            lambda errs: convert(cf.addon_data(values, errs, creating=False), s.AddonUpdate),
-            lambda data: service.update_addon(db_session, ctx.env_ref, ref, data),
-        )
-        if errors:
-            return await _render_priced_form(
-                request,
-                ctx,
-                db_session,
-                "addons",
-                values=values,
-                errors=errors,
-                status_code=422,
-                entity=current,
-            )
-        flash(request, f"Add-on saved (price version {addon.price_version or '—'}).")
-        return redirect(request, ctx.url(f"/admin/addons/{ref}"))
-
-    @post("/{ref:str}/publish")
-    async def publish(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
-    ) -> Response[str]:
-        return await archive_and_return(
-            request, ctx, db_session, service.publish_addon(db_session, ctx.env_ref, ref),
-            ctx.url(f"/admin/addons/{ref}"), "Add-on published.",
-        )  # fmt: skip
-
-    @post("/{ref:str}/archive")
-    async def archive(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
-    ) -> Response[str]:
-        return await archive_and_return(
-            request, ctx, db_session, service.archive_addon(db_session, ctx.env_ref, ref),
-            ctx.url(f"/admin/addons/{ref}"), "Add-on archived.",
-        )  # fmt: skip
+    priced = ADDONS
