@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -121,269 +122,159 @@ async def archive_and_return(
     return redirect(request, url)
 
 
-class FeatureController(Controller):
+def _kept_values(values: dict[str, Any], current: Any, ref: str) -> dict[str, Any]:
+    return values | {"id": ref}
+
+
+def _coupon_kept_values(values: dict[str, Any], current: Any, ref: str) -> dict[str, Any]:
+    # Only a coupon's name and description change after creation; the rest shows as it is.
+    return cf.coupon_values(coupon=current) | {"name": values["name"], "description": values["description"]}
+
+
+@dataclass(frozen=True)
+class Simple:
+    """What differs between the feature, product and coupon screens; the screens are shared."""
+
+    kind: str  # the console section: features | products | coupons
+    noun: str  # the entity's name in templates: feature | product | coupon
+    label: str  # Feature | Product | Coupon
+    get: Callable[[AsyncSession, Any, str], Awaitable[Any]]
+    create: Callable[[AsyncSession, Any, Any], Awaitable[Any]]
+    update: Callable[[AsyncSession, Any, str, Any], Awaitable[Any]]
+    archive: Callable[[AsyncSession, Any, str], Awaitable[Any]]
+    values: Callable[..., dict[str, Any]]  # (form=None, <noun>=None) -> form values
+    data: Callable[[dict[str, Any], Errors, bool], Any]  # (values, errors, creating) -> fields
+    create_struct: type
+    update_struct: type
+    kept_values: Callable[[dict[str, Any], Any, str], dict[str, Any]] = _kept_values
+    synced: str | None = None  # the sync entity type, when it reaches Stripe
+
+
+FEATURES = Simple(
+    "features", "feature", "Feature", service.get_feature, service.create_feature, service.update_feature,
+    service.archive_feature, cf.feature_values, lambda v, _e, c: cf.feature_data(v, creating=c),
+    s.FeatureCreate, s.FeatureUpdate,
+)  # fmt: skip
+PRODUCTS = Simple(
+    "products", "product", "Product", service.get_product, service.create_product, service.update_product,
+    service.archive_product, cf.product_values, lambda v, _e, c: cf.product_data(v, creating=c),
+    s.ProductCreate, s.ProductUpdate,
+)  # fmt: skip
+COUPONS = Simple(
+    "coupons", "coupon", "Coupon", service.get_coupon, service.create_coupon, service.update_coupon,
+    service.archive_coupon, cf.coupon_values, lambda v, e, c: cf.coupon_data(v, e, creating=c),
+    s.CouponCreate, s.CouponUpdate, _coupon_kept_values, synced="coupon",
+)  # fmt: skip
+
+
+class _SimpleController(Controller):
+    simple: Simple
+
+    async def _page(
+        self,
+        request: Request[Any, Any, Any],
+        ctx: AdminContext,
+        db_session: AsyncSession,
+        entity: Any,
+        values: dict[str, Any],
+        errors: Errors,
+        status_code: int = 200,
+    ) -> Response[str]:
+        m = self.simple
+        badges = await sync_badges(request, db_session, ctx, m.synced, [entity.id]) if m.synced else None
+        return render_form(
+            request, ctx, f"admin/{m.kind}/page.html", section=m.kind, values=values, errors=errors,
+            status_code=status_code, badges=badges, **{m.noun: entity},
+        )  # fmt: skip
+
+    @get("/")
+    async def index(
+        self,
+        request: Request[Any, Any, Any],
+        ctx: AdminContext,
+        db_session: AsyncSession,
+        q: str | None = None,
+        status: str | None = None,
+        after: str | None = None,
+    ) -> Response[str]:
+        return await render_list(request, ctx, db_session, self.simple.kind, q, status, after)
+
+    @get("/_new")
+    async def new(self, request: Request[Any, Any, Any], ctx: AdminContext) -> Response[str]:
+        m = self.simple
+        return render_form(
+            request, ctx, f"admin/{m.kind}/form.html", section=m.kind, values=m.values(), errors={}
+        )
+
+    @post("/_new")
+    async def create(
+        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession
+    ) -> Response[str]:
+        m = self.simple
+        values = m.values(await request.form())
+        created, errors = await save(
+            request,
+            db_session,
+            lambda errs: convert(m.data(values, errs, True), m.create_struct),
+            lambda data: m.create(db_session, ctx.env_ref, data),
+        )
+        if errors:
+            return render_form(
+                request, ctx, f"admin/{m.kind}/form.html", section=m.kind, values=values, errors=errors,
+                status_code=422,
+            )  # fmt: skip
+        flash(request, f"{m.label} {created.id} created.")
+        return redirect(request, ctx.url(f"/admin/{m.kind}/{created.id}"))
+
+    @get("/{ref:str}")
+    async def page(
+        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
+    ) -> Response[str]:
+        m = self.simple
+        entity = await m.get(db_session, ctx.env_ref, ref)
+        return await self._page(request, ctx, db_session, entity, m.values(**{m.noun: entity}), {})
+
+    @post("/{ref:str}")
+    async def update(
+        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
+    ) -> Response[str]:
+        m = self.simple
+        values = m.values(await request.form())
+        saved, errors = await save(
+            request,
+            db_session,
+            lambda errs: convert(m.data(values, errs, False), m.update_struct),
+            lambda data: m.update(db_session, ctx.env_ref, ref, data),
+        )
+        if errors:
+            current = await m.get(db_session, ctx.env_ref, ref)
+            return await self._page(
+                request, ctx, db_session, current, m.kept_values(values, current, ref), errors, 422
+            )
+        flash(request, f"{m.label} saved.")
+        return redirect(request, ctx.url(f"/admin/{m.kind}/{saved.id}"))
+
+    @post("/{ref:str}/archive")
+    async def archive(
+        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
+    ) -> Response[str]:
+        m = self.simple
+        return await archive_and_return(
+            request, ctx, db_session, m.archive(db_session, ctx.env_ref, ref),
+            ctx.url(f"/admin/{m.kind}/{ref}"), f"{m.label} archived.",
+        )  # fmt: skip
+
+
+class FeatureController(_SimpleController):
     path = "/features"
-
-    @get("/")
-    async def index(
-        self,
-        request: Request[Any, Any, Any],
-        ctx: AdminContext,
-        db_session: AsyncSession,
-        q: str | None = None,
-        status: str | None = None,
-        after: str | None = None,
-    ) -> Response[str]:
-        return await render_list(request, ctx, db_session, "features", q, status, after)
-
-    @get("/_new")
-    async def new(self, request: Request[Any, Any, Any], ctx: AdminContext) -> Response[str]:
-        return render_form(
-            request,
-            ctx,
-            "admin/features/form.html",
-            section="features",
-            values=cf.feature_values(),
-            errors={},
-        )
-
-    @post("/_new")
-    async def create(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession
-    ) -> Response[str]:
-        values = cf.feature_values(await request.form())
-        feature, errors = await save(
-            request,
-            db_session,
-            lambda _: convert(cf.feature_data(values, creating=True), s.FeatureCreate),
-            lambda data: service.create_feature(db_session, ctx.env_ref, data),
-        )
-        if errors:
-            return render_form(
-                request,
-                ctx,
-                "admin/features/form.html",
-                section="features",
-                values=values,
-                errors=errors,
-                status_code=422,
-            )
-        flash(request, f"Feature {feature.id} created.")
-        return redirect(request, ctx.url(f"/admin/features/{feature.id}"))
-
-    @get("/{ref:str}")
-    async def page(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
-    ) -> Response[str]:
-        feature = await service.get_feature(db_session, ctx.env_ref, ref)
-        return render_form(
-            request, ctx, "admin/features/page.html", section="features",
-            values=cf.feature_values(feature=feature), errors={}, feature=feature,
-        )  # fmt: skip
-
-    @post("/{ref:str}")
-    async def update(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
-    ) -> Response[str]:
-        values = cf.feature_values(await request.form())
-        feature, errors = await save(
-            request,
-            db_session,
-            lambda _: convert(cf.feature_data(values, creating=False), s.FeatureUpdate),
-            lambda data: service.update_feature(db_session, ctx.env_ref, ref, data),
-        )
-        if errors:
-            current = await service.get_feature(db_session, ctx.env_ref, ref)
-            return render_form(
-                request, ctx, "admin/features/page.html", section="features",
-                values=values | {"id": ref}, errors=errors, feature=current, status_code=422,
-            )  # fmt: skip
-        flash(request, "Feature saved.")
-        return redirect(request, ctx.url(f"/admin/features/{feature.id}"))
-
-    @post("/{ref:str}/archive")
-    async def archive(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
-    ) -> Response[str]:
-        return await archive_and_return(
-            request, ctx, db_session, service.archive_feature(db_session, ctx.env_ref, ref),
-            ctx.url(f"/admin/features/{ref}"), "Feature archived.",
-        )  # fmt: skip
+    simple = FEATURES
 
 
-class ProductController(Controller):
+class ProductController(_SimpleController):
     path = "/products"
-
-    @get("/")
-    async def index(
-        self,
-        request: Request[Any, Any, Any],
-        ctx: AdminContext,
-        db_session: AsyncSession,
-        q: str | None = None,
-        status: str | None = None,
-        after: str | None = None,
-    ) -> Response[str]:
-        return await render_list(request, ctx, db_session, "products", q, status, after)
-
-    @get("/_new")
-    async def new(self, request: Request[Any, Any, Any], ctx: AdminContext) -> Response[str]:
-        return render_form(
-            request,
-            ctx,
-            "admin/products/form.html",
-            section="products",
-            values=cf.product_values(),
-            errors={},
-        )
-
-    @post("/_new")
-    async def create(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession
-    ) -> Response[str]:
-        values = cf.product_values(await request.form())
-        product, errors = await save(
-            request,
-            db_session,
-            lambda _: convert(cf.product_data(values, creating=True), s.ProductCreate),
-            lambda data: service.create_product(db_session, ctx.env_ref, data),
-        )
-        if errors:
-            return render_form(
-                request,
-                ctx,
-                "admin/products/form.html",
-                section="products",
-                values=values,
-                errors=errors,
-                status_code=422,
-            )
-        flash(request, f"Product {product.id} created.")
-        return redirect(request, ctx.url(f"/admin/products/{product.id}"))
-
-    @get("/{ref:str}")
-    async def page(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
-    ) -> Response[str]:
-        product = await service.get_product(db_session, ctx.env_ref, ref)
-        return render_form(
-            request, ctx, "admin/products/page.html", section="products",
-            values=cf.product_values(product=product), errors={}, product=product,
-        )  # fmt: skip
-
-    @post("/{ref:str}")
-    async def update(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
-    ) -> Response[str]:
-        values = cf.product_values(await request.form())
-        product, errors = await save(
-            request,
-            db_session,
-            lambda _: convert(cf.product_data(values, creating=False), s.ProductUpdate),
-            lambda data: service.update_product(db_session, ctx.env_ref, ref, data),
-        )
-        if errors:
-            current = await service.get_product(db_session, ctx.env_ref, ref)
-            return render_form(
-                request, ctx, "admin/products/page.html", section="products",
-                values=values | {"id": ref}, errors=errors, product=current, status_code=422,
-            )  # fmt: skip
-        flash(request, "Product saved.")
-        return redirect(request, ctx.url(f"/admin/products/{product.id}"))
-
-    @post("/{ref:str}/archive")
-    async def archive(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
-    ) -> Response[str]:
-        return await archive_and_return(
-            request, ctx, db_session, service.archive_product(db_session, ctx.env_ref, ref),
-            ctx.url(f"/admin/products/{ref}"), "Product archived.",
-        )  # fmt: skip
+    simple = PRODUCTS
 
 
-class CouponController(Controller):
+class CouponController(_SimpleController):
     path = "/coupons"
-
-    @get("/")
-    async def index(
-        self,
-        request: Request[Any, Any, Any],
-        ctx: AdminContext,
-        db_session: AsyncSession,
-        q: str | None = None,
-        status: str | None = None,
-        after: str | None = None,
-    ) -> Response[str]:
-        return await render_list(request, ctx, db_session, "coupons", q, status, after)
-
-    @get("/_new")
-    async def new(self, request: Request[Any, Any, Any], ctx: AdminContext) -> Response[str]:
-        return render_form(
-            request, ctx, "admin/coupons/form.html", section="coupons", values=cf.coupon_values(), errors={}
-        )
-
-    @post("/_new")
-    async def create(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession
-    ) -> Response[str]:
-        values = cf.coupon_values(await request.form())
-        coupon, errors = await save(
-            request,
-            db_session,
-            lambda errs: convert(cf.coupon_data(values, errs, creating=True), s.CouponCreate),
-            lambda data: service.create_coupon(db_session, ctx.env_ref, data),
-        )
-        if errors:
-            return render_form(
-                request,
-                ctx,
-                "admin/coupons/form.html",
-                section="coupons",
-                values=values,
-                errors=errors,
-                status_code=422,
-            )
-        flash(request, f"Coupon {coupon.id} created.")
-        return redirect(request, ctx.url(f"/admin/coupons/{coupon.id}"))
-
-    @get("/{ref:str}")
-    async def page(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
-    ) -> Response[str]:
-        coupon = await service.get_coupon(db_session, ctx.env_ref, ref)
-        return render_form(
-            request, ctx, "admin/coupons/page.html", section="coupons",
-            values=cf.coupon_values(coupon=coupon), errors={}, coupon=coupon,
-            badges=await sync_badges(request, db_session, ctx, "coupon", [ref]),
-        )  # fmt: skip
-
-    @post("/{ref:str}")
-    async def update(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
-    ) -> Response[str]:
-        values = cf.coupon_values(await request.form())
-        coupon, errors = await save(
-            request,
-            db_session,
-            lambda errs: convert(cf.coupon_data(values, errs, creating=False), s.CouponUpdate),
-            lambda data: service.update_coupon(db_session, ctx.env_ref, ref, data),
-        )
-        if errors:
-            current = await service.get_coupon(db_session, ctx.env_ref, ref)
-            return render_form(
-                request, ctx, "admin/coupons/page.html", section="coupons",
-                values=cf.coupon_values(coupon=current) | {"name": values["name"], "description": values["description"]},
-                errors=errors, coupon=current, status_code=422,
-                badges=await sync_badges(request, db_session, ctx, "coupon", [ref]),
-            )  # fmt: skip
-        flash(request, "Coupon saved.")
-        return redirect(request, ctx.url(f"/admin/coupons/{coupon.id}"))
-
-    @post("/{ref:str}/archive")
-    async def archive(
-        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
-    ) -> Response[str]:
-        return await archive_and_return(
-            request, ctx, db_session, service.archive_coupon(db_session, ctx.env_ref, ref),
-            ctx.url(f"/admin/coupons/{ref}"), "Coupon archived.",
-        )  # fmt: skip
+    simple = COUPONS
