@@ -104,6 +104,13 @@ async def stripe_connected(session: AsyncSession, env: EnvironmentRef) -> bool:
     return await _integration(session, env.pk) is not None
 
 
+# Not synced for a reason a second look cannot change: the change that lifts it queues the
+# entity by itself (publishing a draft, connecting Stripe), or nothing will (an ended
+# subscription, a free or custom-price plan). Every other reason may have gone meanwhile (the
+# customer got a paid plan, its failure was fixed): those can be checked again.
+SETTLED_REASONS = frozenset({"draft", "ended", "free_plan", "custom_plan", "no_integration"})
+
+
 def _out(
     settings: Settings, integration: StripeIntegration | None, state: SyncState, ref: str
 ) -> SyncStateOut:
@@ -129,7 +136,8 @@ def _out(
         next_attempt_at=state.next_attempt_at,
         last_synced_at=state.last_synced_at,
         updated_at=state.updated_at,
-        can_retry=state.status in (SyncStatus.FAILED, SyncStatus.NOT_SYNCED),
+        can_retry=state.status is SyncStatus.FAILED
+        or (state.status is SyncStatus.NOT_SYNCED and state.reason not in SETTLED_REASONS),
     )
 
 

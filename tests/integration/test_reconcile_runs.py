@@ -1,6 +1,7 @@
 """Reconcile runs: asked for in the console ("Reconcile now") or the API, queued, run by the
 worker's `reconcile-requests` job (drained here explicitly, as the real worker would run it),
-one at a time per environment; and each Stripe account's requests going through its own rate bucket."""
+one at a time per environment; "Check again" for entities that will not be synced; and each
+Stripe account's requests going through its own rate bucket."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from tests.conftest import ApiEnv, problem_code
 from tests.integration import test_admin_screens as screens
 from tests.integration import test_sync_rules as rules
 from tests.integration.test_admin_screens import Console
-from tests.integration.test_admin_sync import paid_plan, ten_percent
+from tests.integration.test_admin_sync import paid_plan, stripe_cell, ten_percent
 from tests.integration.test_sync_rules import Synced
 from tests.support.sandbox import RunningSandbox
 
@@ -218,6 +219,50 @@ async def test_one_worker_runs_a_request_and_a_dead_workers_run_is_taken_over(
     await asyncio.sleep(0.6)
     assert await work(database, settings) == 1
     assert (await synced.api.ok("get", f"/sync-states/reconcile/{run['id']}"))["status"] == "FINISHED"
+
+
+async def test_check_again_for_entities_that_will_not_be_synced(console: Console, synced: Synced) -> None:
+    api = synced.api
+    await api.ok("post", "/customers", {"id": "lonely", "name": "Lonely"})
+    await api.ok("post", "/products", {"id": "acme", "name": "Acme"})
+    await api.ok(
+        "post",
+        "/plans",
+        {
+            "id": "draft",
+            "productId": "acme",
+            "name": "Draft",
+            "pricingType": "PAID",
+            "charges": [rules.charge(900)],
+        },
+    )
+    await synced.drain()
+    states = await synced.states()
+    assert states["customer:lonely"]["reason"] == "no_subscription" and states["customer:lonely"]["canRetry"]
+    # A draft reaches Stripe when it is published: nothing to check again.
+    assert states["plan:draft"]["reason"] == "draft" and not states["plan:draft"]["canRetry"]
+    assert "Check again" not in stripe_cell((await console.get("/admin/plans/draft")).text)
+    cell = stripe_cell((await console.get("/admin/customers/lonely")).text)
+    assert "Will not be synced" in cell and ">Check again</button>" in cell
+    assert f'action="/admin/sync/customer/lonely/retry?env={console.env}"' in cell
+    sync_page = await console.get("/admin/sync?status=NOT_SYNCED")
+    assert ">Check again</button>" in sync_page.text
+
+    # The operator checks again: queued (the stored state, not only a change in the outbox) ...
+    checked = await console.post("/admin/sync/customer/lonely/retry", {})
+    assert (
+        checked.status_code == 303
+        and checked.headers["location"] == f"/admin/customers/lonely?env={console.env}"
+    )
+    after = await console.get("/admin/customers/lonely")
+    assert "Customer lonely is queued to be checked again." in after.text
+    assert 'data-sync-status="PENDING"' in stripe_cell(after.text)
+    assert (await synced.states("customer"))["customer:lonely"]["status"] == "PENDING"
+    # ... and the worker looks again: still nothing for Stripe to bill.
+    await synced.drain()
+    again = (await synced.states("customer"))["customer:lonely"]
+    assert (again["status"], again["reason"]) == ("NOT_SYNCED", "no_subscription")
+    assert ">Check again</button>" in stripe_cell((await console.get("/admin/customers/lonely")).text)
 
 
 async def test_each_stripe_account_has_its_own_rate_bucket(

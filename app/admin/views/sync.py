@@ -1,7 +1,7 @@
 """Stripe sync in the console: every sync state of the environment (failures first), a Retry per
-failed entity, "Reconcile now" (queued for a worker; the page follows the run and then shows
-its report); and `sync_badges`, which the entity pages and lists use to show each entity's
-billing id, dashboard link and status.
+failed entity ("Check again" for one that will not be synced), "Reconcile now" (queued for a
+worker; the page follows the run and then shows its report); and `sync_badges`, which the
+entity pages and lists use to show each entity's billing id, dashboard link and status.
 """
 
 from __future__ import annotations
@@ -123,8 +123,11 @@ class SyncController(Controller):
         ref: str,
     ) -> Response[str]:
         form = await request.form()
+        before = await sync_badges(request, db_session, ctx, entity_type, [ref])
         state = await retry_sync(db_session, settings, ctx.env_ref, entity_type, ref)
-        flash(request, f"{TYPE_LABELS[entity_type]} {state.entity_id} is queued to sync again.")
+        previous = before.get(ref)
+        again = "be checked again" if previous and previous.status is SyncStatus.NOT_SYNCED else "sync again"
+        flash(request, f"{TYPE_LABELS[entity_type]} {state.entity_id} is queued to {again}.")
         back = text(form, "next")
         default = ctx.url(f"/admin/{ADMIN_PATHS[entity_type]}/{quote(ref, safe='')}")
         return redirect(request, safe_next(back) if back else default)
