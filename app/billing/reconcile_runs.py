@@ -3,7 +3,7 @@
 A large environment takes minutes at the Stripe request budget, far longer than a web request
 may, so asking only records a QUEUED `reconcile_runs` row and answers. A worker's
 `reconcile-requests` job (`run_requested`) takes the environment's lease, marks the run RUNNING,
-runs `reconcile_environment`, writes its progress (and renews the lease) every couple of seconds,
+runs `reconcile_environment`, writes its progress every couple of seconds (and renews the lease),
 and finally keeps the report (FINISHED) or the error (FAILED). A worker killed mid-run stops
 renewing: once the lease expires another worker runs it again from the start (a reconcile
 only writes what differs, so repeating it is harmless).
@@ -18,6 +18,7 @@ import asyncio
 import datetime as dt
 import logging
 import secrets
+import time
 
 import msgspec
 from sqlalchemy import select
@@ -38,8 +39,7 @@ from app.settings import Settings
 logger = logging.getLogger("tollgate.billing.reconcile_runs")
 
 ACTIVE = (ReconcileStatus.QUEUED, ReconcileStatus.RUNNING)
-# The holder renews its lease with each progress note; a run whose worker died is taken over
-# this long after its last note.
+# The holder renews its lease every 10 s; a run whose worker died is taken over this long after.
 RUN_LEASE_SECONDS = 60.0
 PROGRESS_EVERY_SECONDS = 2.0
 
@@ -175,17 +175,27 @@ async def _run(database: Database, settings: Settings, run_pk: int, holder: str)
         ref = row.ref
     progress = ReconcileProgress()
     task = asyncio.create_task(reconcile(database, settings, env, progress), name=f"reconcile-{ref}")
+    noted = renewed = time.monotonic()
+    counted = False
     try:
         while True:
-            finished, _ = await asyncio.wait({task}, timeout=PROGRESS_EVERY_SECONDS)
+            finished, _ = await asyncio.wait({task}, timeout=0.25)
             if finished:
                 break
-            if not await take_lease(database, _lease(env.pk), holder, RUN_LEASE_SECONDS):
-                # Stalled past the lease: another worker took the run over; leave it to that one.
-                logger.warning("reconcile run %s: lease lost, stopping", ref)
-                task.cancel()
-                return False
-            await _note(database, run_pk, status=None, done=progress.done, total=progress.total)
+            # A note every couple of seconds, and one as soon as the entities are counted (the
+            # page can say "0 of 5,000" at once); the lease renewed well before it expires.
+            now = time.monotonic()
+            if now - renewed > RUN_LEASE_SECONDS / 6:
+                renewed = now
+                if not await take_lease(database, _lease(env.pk), holder, RUN_LEASE_SECONDS):
+                    # Stalled past the lease: another worker took the run over; leave it to that one.
+                    logger.warning("reconcile run %s: lease lost, stopping", ref)
+                    task.cancel()
+                    return False
+            first_count = progress.total is not None and not counted
+            if first_count or now - noted >= PROGRESS_EVERY_SECONDS:
+                noted, counted = now, progress.total is not None
+                await _note(database, run_pk, status=None, done=progress.done, total=progress.total)
         report = task.result()
     except asyncio.CancelledError:
         task.cancel()

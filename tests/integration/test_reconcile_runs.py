@@ -160,7 +160,7 @@ async def test_a_running_run_shows_its_progress(
     stripe_sandbox: RunningSandbox,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(reconcile_runs, "PROGRESS_EVERY_SECONDS", 0.1)
+    monkeypatch.setattr(reconcile_runs, "PROGRESS_EVERY_SECONDS", 0.5)
     for i in range(3):
         await paid_plan(synced.api, f"p{i}", 1000 + i)
     await synced.drain()
@@ -174,7 +174,7 @@ async def test_a_running_run_shows_its_progress(
             seen = await synced.api.ok("get", f"/sync-states/reconcile/{run['id']}")
             if seen["status"] == "RUNNING" and seen["total"] is not None:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
         assert seen["status"] == "RUNNING" and seen["total"] == 3 and seen["startedAt"], seen
         block = reconcile_block(
             (await console.get(f"/admin/sync/reconcile/{run['id']}", headers={"HX-Request": "true"})).text
