@@ -1,7 +1,7 @@
 """Every ORM model, imported in one place so Alembic and tests see the whole schema."""
 
 from app.admin.models import LoginFailure, Operator
-from app.billing.models import StripeIntegration, StripeObject, SyncState, WebhookEvent
+from app.billing.models import ReconcileRun, StripeIntegration, StripeObject, SyncState, WebhookEvent
 from app.catalog.models import Addon, Charge, Coupon, Entitlement, Feature, Plan, PriceVersion, Product
 from app.core.coordination import Lease, RateBucket
 from app.core.outbox import OutboxEvent
@@ -27,6 +27,7 @@ __all__ = [
     "PriceVersion",
     "Product",
     "RateBucket",
+    "ReconcileRun",
     "StripeIntegration",
     "StripeObject",
     "Subscription",

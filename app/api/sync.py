@@ -1,4 +1,5 @@
-"""/api/v1/sync-states: where each entity stands with Stripe, and a retry action."""
+"""/api/v1/sync-states: where each entity stands with Stripe, a retry action, and reconcile runs
+(queued here, run by a worker: poll the run for its report)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.catalog import Limit, StartingAfter
+from app.billing.reconcile_runs import ReconcileRunOut, get_run, request_reconcile
 from app.billing.status import SyncStateOut, list_sync_states, retry_sync
 from app.core.pagination import DEFAULT_LIMIT, Page
 from app.environments.service import EnvironmentRef
@@ -39,6 +41,18 @@ class SyncStateController(Controller):
             limit=limit,
             starting_after=starting_after,
         )
+
+    @post("/reconcile", status_code=202)
+    async def reconcile(self, db_session: AsyncSession, environment: EnvironmentRef) -> ReconcileRunOut:
+        """Queue a reconcile of the environment (or answer with the one already queued or running)."""
+        run, _ = await request_reconcile(db_session, environment)
+        return run
+
+    @get("/reconcile/{run_id:str}")
+    async def reconcile_run(
+        self, db_session: AsyncSession, environment: EnvironmentRef, run_id: str
+    ) -> ReconcileRunOut:
+        return await get_run(db_session, environment, run_id)
 
     @post("/{entity_type:str}/{entity_id:str}/retry", status_code=202)
     async def retry(

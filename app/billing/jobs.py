@@ -6,6 +6,8 @@
 - stripe-catch-up: list Stripe events since the newest processed one, for deliveries that
   never arrived (every 5 minutes)
 - reconcile: compare everything with Stripe and repair drift (hourly)
+- reconcile-requests: the reconciles of one environment asked for in the console or the API
+  (`app.billing.reconcile_runs`; every second)
 
 The first three claim rows and run in every worker process. Catch-up and reconcile read or
 touch everything, so one process at a time runs them: the one that takes the database lease
@@ -62,6 +64,14 @@ class ReconciledEntity:
     status: SyncStatus
     changed: bool
     error: str | None
+
+
+@dataclass
+class ReconcileProgress:
+    """How far a running reconcile is: entities synced so far of `total` (None until counted)."""
+
+    total: int | None = None
+    done: int = 0
 
 
 @dataclass
@@ -136,7 +146,7 @@ _PHASES = (("plan", "addon", "coupon", "customer"), ("subscription",))
 
 
 async def reconcile_environment(
-    database: Database, settings: Settings, environment_pk: int
+    database: Database, settings: Settings, environment_pk: int, progress: ReconcileProgress | None = None
 ) -> ReconcileReport:
     """Reconcile one environment now and say entity by entity what it changed (the console's button).
 
@@ -156,11 +166,14 @@ async def reconcile_environment(
         await mark_pending(session, targets, utcnow())
     report.environments = int(connected is not None)
     report.checked = len(targets)
+    progress = progress or ReconcileProgress()
+    progress.total = len(targets)
     limit = asyncio.Semaphore(engine.concurrency)
 
     async def one(entity_type: str, entity_pk: int) -> None:
         async with limit:
             outcome = await engine.sync_entity(environment_pk, entity_type, entity_pk)
+        progress.done += 1
         if outcome.changed or outcome.status in (SyncStatus.FAILED, SyncStatus.PENDING):
             report.entities.append(
                 ReconciledEntity(entity_type, entity_pk, outcome.status, outcome.changed, outcome.error)
@@ -253,6 +266,11 @@ def billing_jobs(settings: Settings) -> list[Job]:
                 await catch_up(database, settings)
         return 0
 
+    async def reconcile_requests(database: Database, now: dt.datetime) -> int:
+        from app.billing.reconcile_runs import run_requested  # it builds on this module
+
+        return await run_requested(database, settings, holder)
+
     async def reconcile(database: Database, now: dt.datetime) -> int:
         if time.monotonic() - state["reconciled"] < RECONCILE_EVERY_SECONDS:
             return 0
@@ -270,4 +288,5 @@ def billing_jobs(settings: Settings) -> list[Job]:
         Job("webhooks", webhooks, 1.0),
         Job("stripe-catch-up", stripe_catch_up, 60.0),
         Job("reconcile", reconcile, 300.0),
+        Job("reconcile-requests", reconcile_requests, 1.0),
     ]

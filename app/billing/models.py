@@ -7,7 +7,7 @@ import datetime as dt
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.enums import enum_column
@@ -161,3 +161,45 @@ class CheckoutSession(Base):
     expires_at: Mapped[dt.datetime] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class ReconcileStatus(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"  # the run itself broke (its error is kept); entity failures are in the report
+
+
+_ACTIVE_RUN = text("status IN ('QUEUED', 'RUNNING')")
+
+
+class ReconcileRun(Base):
+    """A reconcile of one environment that someone asked for (console or API); a worker runs it.
+
+    At most one queued or running per environment (the partial unique index): asking again
+    meanwhile finds that one instead of queueing a second.
+    """
+
+    __tablename__ = "reconcile_runs"
+    __table_args__ = (
+        Index(
+            "uq_reconcile_runs_active",
+            "environment_pk",
+            unique=True,
+            sqlite_where=_ACTIVE_RUN,
+            postgresql_where=_ACTIVE_RUN,
+        ),
+    )
+    pk: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    environment_pk: Mapped[int] = mapped_column(ForeignKey("environments.pk", ondelete="CASCADE"), index=True)
+    ref: Mapped[str] = mapped_column(String(40), unique=True)
+    status: Mapped[ReconcileStatus] = mapped_column(enum_column(ReconcileStatus), index=True)
+    requested_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column()
+    finished_at: Mapped[dt.datetime | None] = mapped_column()
+    # Progress while running: entities checked so far of the environment's total.
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int | None] = mapped_column(Integer)
+    # The report (`ReconcileOut` as JSON) once FINISHED; the error once FAILED.
+    report: Mapped[dict[str, Any] | None] = mapped_column()
+    error_message: Mapped[str | None] = mapped_column(Text)

@@ -11,7 +11,7 @@ from sqlalchemy import case, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.gateway import dashboard_url
-from app.billing.jobs import reconcile_environment
+from app.billing.jobs import ReconcileProgress, reconcile_environment
 from app.billing.mapping import REASONS
 from app.billing.models import IntegrationStatus, StripeIntegration, StripeMode, SyncState, SyncStatus
 from app.billing.sync import mark_pending
@@ -72,9 +72,13 @@ class ReconcileOut(OutStruct):
     checked: int
     changed: int
     failed: int
+    # Left PENDING after a transient error: the worker retries them.
+    pending: int
     not_synced: int
-    # What Stripe had to change (or could not), entity by entity.
+    # What Stripe had to change (or could not, or not yet), entity by entity; at most
+    # MAX_REPORTED_ENTITIES of them, `entitiesNotListed` more.
     entities: list[ReconciledOut]
+    entities_not_listed: int
     # "plan SYNCED" -> how many, after the reconcile.
     by_status: dict[str, int]
 
@@ -98,6 +102,13 @@ async def _integration(session: AsyncSession, env_pk: int) -> StripeIntegration 
 
 async def stripe_connected(session: AsyncSession, env: EnvironmentRef) -> bool:
     return await _integration(session, env.pk) is not None
+
+
+# Not synced for a reason a second look cannot change: the change that lifts it queues the
+# entity by itself (publishing a draft, connecting Stripe), or nothing will (an ended
+# subscription, a free or custom-price plan). Every other reason may have gone meanwhile (the
+# customer got a paid plan, its failure was fixed): those can be checked again.
+SETTLED_REASONS = frozenset({"draft", "ended", "free_plan", "custom_plan", "no_integration"})
 
 
 def _out(
@@ -125,7 +136,8 @@ def _out(
         next_attempt_at=state.next_attempt_at,
         last_synced_at=state.last_synced_at,
         updated_at=state.updated_at,
-        can_retry=state.status in (SyncStatus.FAILED, SyncStatus.NOT_SYNCED),
+        can_retry=state.status is SyncStatus.FAILED
+        or (state.status is SyncStatus.NOT_SYNCED and state.reason not in SETTLED_REASONS),
     )
 
 
@@ -296,16 +308,25 @@ async def retry_sync(
     return out
 
 
-async def reconcile(database: Database, settings: Settings, env: EnvironmentRef) -> ReconcileOut:
-    """Reconcile one environment now; its report with our ids (the console's "Reconcile now")."""
-    report = await reconcile_environment(database, settings, env.pk)
+# A report is kept (and shown) whole; an environment whose every entity changed lists the first ones.
+MAX_REPORTED_ENTITIES = 1000
+
+
+async def reconcile(
+    database: Database, settings: Settings, env: EnvironmentRef, progress: ReconcileProgress | None = None
+) -> ReconcileOut:
+    """Reconcile one environment now; its report with our ids (a requested reconcile run)."""
+    report = await reconcile_environment(database, settings, env.pk, progress)
+    listed = report.entities[:MAX_REPORTED_ENTITIES]
     async with database.session() as session:
-        refs = await entity_refs(session, [(e.entity_type, e.entity_pk) for e in report.entities])
+        refs = await entity_refs(session, [(e.entity_type, e.entity_pk) for e in listed])
     return ReconcileOut(
         checked=report.checked,
         changed=report.changed,
         failed=report.failed,
+        pending=sum(e.status is SyncStatus.PENDING for e in report.entities),
         not_synced=report.not_synced,
+        entities_not_listed=len(report.entities) - len(listed),
         entities=[
             ReconciledOut(
                 entity_type=e.entity_type,
@@ -314,7 +335,7 @@ async def reconcile(database: Database, settings: Settings, env: EnvironmentRef)
                 changed=e.changed,
                 error_message=e.error,
             )
-            for e in report.entities
+            for e in listed
         ],
         by_status=dict(sorted(report.by_type.items())),
     )

@@ -1,4 +1,4 @@
-"""The sync engine: outbox rows -> sync states -> Stripe, with retries and one request budget.
+"""The sync engine: outbox rows -> sync states -> Stripe, with retries and a request budget per account.
 
 Two steps, both safe in any number of processes:
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import random
 import time
@@ -90,7 +91,7 @@ class RateBudget:
     """An in-process token bucket: for one process alone (tests, tools).
 
     Workers use `app.core.coordination.SharedRateBudget` instead (the engine's default): one
-    `TOLLGATE_STRIPE_RATE_LIMIT` for every worker process together.
+    `TOLLGATE_STRIPE_RATE_LIMIT` per Stripe account for every worker process together.
     """
 
     def __init__(self, rate: float, burst: float | None = None) -> None:
@@ -156,6 +157,9 @@ class Outcome:
     changed: bool = False
 
 
+StripeCall = Callable[..., Awaitable[Any]]
+
+
 @dataclass
 class Conn:
     integration_pk: int
@@ -164,6 +168,17 @@ class Conn:
     sync_customers: bool
     sync_subscriptions: bool
     mode: StripeMode
+    # `call(name, fn, *args, **kwargs)`: one request to this account, within its budget.
+    call: StripeCall
+
+
+def bucket_name(account_id: str, mode: StripeMode) -> str:
+    """The rate bucket of one Stripe account: Stripe limits each account on its own, and its live
+    and test modes separately. Fits `rate_buckets.name` whatever the id's length."""
+    name = f"stripe:{account_id}:{mode.value.lower()}"
+    if len(name) <= 64:
+        return name
+    return "stripe:" + hashlib.sha256(name.encode()).hexdigest()[:40]
 
 
 async def _unbudgeted(name: str, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
@@ -308,6 +323,8 @@ class SyncEngine:
         *,
         burst: float | None = None,
     ) -> None:
+        """`budget`, when given, is used for every account (tests, tools); by default each Stripe
+        account gets its own `SharedRateBudget` (see `budget_for`)."""
         self.database = database
         self.settings = settings
         self.box = SecretBox(settings.secret)
@@ -321,10 +338,9 @@ class SyncEngine:
         # SQLite has one writer: queue our transactions here rather than in SQLite's busy
         # handler, which sleeps in growing steps and would waste most of the budget.
         self._db_lock = asyncio.Lock() if database.is_sqlite else None
-        # One request budget for all worker processes together (a token bucket row).
-        self.budget = budget or SharedRateBudget(
-            database, settings.stripe_rate_limit, burst=burst, session=self._session
-        )
+        self._budget = budget
+        self._burst = burst
+        self._budgets: dict[str, RateBudget | SharedRateBudget] = {}
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[AsyncSession]:
@@ -336,17 +352,40 @@ class SyncEngine:
             yield session
 
     # -- Stripe calls ------------------------------------------------------------------------
-    async def call(self, name: str, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
-        await self.budget.acquire()
-        self.stats.count(name)
-        started = time.perf_counter()
-        try:
-            return await fn(*args, **kwargs)
-        finally:
-            self.stats.seconds[name] = self.stats.seconds.get(name, 0.0) + time.perf_counter() - started
+    def budget_for(self, bucket: str) -> RateBudget | SharedRateBudget:
+        """The request budget of one Stripe account (`bucket_name`): `TOLLGATE_STRIPE_RATE_LIMIT`
+        for every worker process together (a token bucket row of that name)."""
+        if self._budget is not None:
+            return self._budget
+        budget = self._budgets.get(bucket)
+        if budget is None:
+            budget = SharedRateBudget(
+                self.database,
+                self.settings.stripe_rate_limit,
+                burst=self._burst,
+                name=bucket,
+                session=self._session,
+            )
+            self._budgets[bucket] = budget
+        return budget
+
+    def caller(self, bucket: str) -> StripeCall:
+        """`call(name, fn, *args, **kwargs)`: one Stripe request within the budget of `bucket`."""
+        budget = self.budget_for(bucket)
+
+        async def call(name: str, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+            await budget.acquire()
+            self.stats.count(name)
+            started = time.perf_counter()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                self.stats.seconds[name] = self.stats.seconds.get(name, 0.0) + time.perf_counter() - started
+
+        return call
 
     def writer(self, conn: Conn) -> StripeWriter:
-        return StripeWriter(conn.client, conn.env, self.call)
+        return StripeWriter(conn.client, conn.env, conn.call)
 
     async def conn(self, session: AsyncSession, env_pk: int) -> Conn | None:
         row = await session.scalar(
@@ -373,6 +412,7 @@ class SyncEngine:
             sync_customers=row.sync_customers,
             sync_subscriptions=row.sync_subscriptions,
             mode=row.mode,
+            call=self.caller(bucket_name(row.account_id, row.mode)),
         )
 
     # -- step 1: outbox -> sync states -------------------------------------------------------
@@ -720,10 +760,10 @@ class SyncEngine:
         # Older price versions: archived in Stripe; subscriptions on them keep their price.
         for role, stripe_id in objects.items():
             if role.startswith("price:") and role not in wanted_prices and active:
-                price = await self.call("prices.retrieve", conn.client.v1.prices.retrieve_async, stripe_id)
+                price = await conn.call("prices.retrieve", conn.client.v1.prices.retrieve_async, stripe_id)
                 if price.active:
                     params = {"active": False}
-                    await self.call(
+                    await conn.call(
                         "prices.update",
                         conn.client.v1.prices.update_async,
                         stripe_id,
@@ -755,7 +795,7 @@ class SyncEngine:
             if "coupon" not in objects:
                 return Outcome(SyncStatus.NOT_SYNCED, reason="archived")
             try:
-                await self.call("coupons.delete", client.v1.coupons.delete_async, coupon_id)
+                await conn.call("coupons.delete", client.v1.coupons.delete_async, coupon_id)
                 changed = True
             except stripe.InvalidRequestError as error:
                 if error.http_status != 404:
@@ -765,14 +805,14 @@ class SyncEngine:
                 SyncStatus.SYNCED, billing_id=coupon_id, objects={"coupon": coupon_id}, changed=changed
             )
         if "coupon" in objects:
-            current = await self.call("coupons.retrieve", client.v1.coupons.retrieve_async, coupon_id)
+            current = await conn.call("coupons.retrieve", client.v1.coupons.retrieve_async, coupon_id)
             changes: dict[str, Any] = {}
             if current.name != params["name"]:
                 changes["name"] = params["name"]
             if any(m.metadata_of(current).get(k) != v for k, v in params["metadata"].items()):
                 changes["metadata"] = params["metadata"]
             if changes:
-                await self.call(
+                await conn.call(
                     "coupons.update",
                     client.v1.coupons.update_async,
                     coupon_id,
@@ -811,7 +851,7 @@ class SyncEngine:
                 return Outcome(SyncStatus.NOT_SYNCED, reason=reason)
             if attempts > 1:
                 # An earlier attempt may have created it and died before recording it.
-                found = await self.call(
+                found = await conn.call(
                     "customers.search",
                     client.v1.customers.search_async,
                     params={
@@ -825,7 +865,7 @@ class SyncEngine:
                 return Outcome(
                     SyncStatus.SYNCED, billing_id=created, objects={"customer": created}, changed=True
                 )
-        current = await self.call("customers.retrieve", client.v1.customers.retrieve_async, billing_id)
+        current = await conn.call("customers.retrieve", client.v1.customers.retrieve_async, billing_id)
         if getattr(current, "deleted", False):
             return Outcome(
                 SyncStatus.FAILED,
@@ -834,7 +874,7 @@ class SyncEngine:
             )
         changes = m.customer_differs(params, current)
         if changes:
-            await self.call(
+            await conn.call(
                 "customers.update",
                 client.v1.customers.update_async,
                 billing_id,
@@ -946,7 +986,7 @@ class SyncEngine:
                 return Outcome(
                     SyncStatus.SYNCED, billing_id=created, objects={"subscription": created}, changed=True
                 )
-        current = await self.call(
+        current = await conn.call(
             "subscriptions.retrieve", client.v1.subscriptions.retrieve_async, billing_id
         )
         if current.status in ("canceled", "incomplete_expired"):
@@ -954,7 +994,7 @@ class SyncEngine:
             return Outcome(SyncStatus.SYNCED, billing_id=billing_id, objects={"subscription": billing_id})
         changes = _subscription_changes(current, items, desired)
         if changes:
-            await self.call(
+            await conn.call(
                 "subscriptions.update",
                 client.v1.subscriptions.update_async,
                 billing_id,
@@ -973,7 +1013,7 @@ class SyncEngine:
         )
 
     async def _find_subscription(self, conn: Conn, customer_id: str, ref: str) -> str | None:
-        page = await self.call(
+        page = await conn.call(
             "subscriptions.list",
             conn.client.v1.subscriptions.list_async,
             params={"customer": customer_id, "status": "all", "limit": 100},
@@ -986,12 +1026,12 @@ class SyncEngine:
 
     async def _cancel_in_stripe(self, conn: Conn, sub: Subscription, reason: str | None) -> Outcome:
         assert sub.billing_id is not None
-        current = await self.call(
+        current = await conn.call(
             "subscriptions.retrieve", conn.client.v1.subscriptions.retrieve_async, sub.billing_id
         )
         changed = False
         if current.status not in ("canceled", "incomplete_expired"):
-            await self.call(
+            await conn.call(
                 "subscriptions.cancel",
                 conn.client.v1.subscriptions.cancel_async,
                 sub.billing_id,

@@ -2,12 +2,14 @@
 Sandbox mode to a sandbox of this module's own (so injected faults stay private).
 
 A plan built and published in the console reaches the sandbox and its billing id opens it
-there; a failure shows Stripe's message and Retry fixes it; a `tollgateEntityUrl` read back
+there; a failure shows Stripe's message and Retry fixes it; Reconcile now runs in the worker and
+its report appears on the page by itself; a `tollgateEntityUrl` read back
 from Stripe's metadata leads through the login page to the entity.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -173,12 +175,32 @@ def test_failed_sync_shows_stripes_message_and_retry_fixes_it(synced: Synced) ->
     expect(status).to_have_attribute("data-sync-status", "SYNCED", timeout=SYNC_TIMEOUT)
     product_id = status.locator("a.billing-id code").inner_text()
     assert synced.stripe.v1.products.retrieve(product_id).metadata["tollgateEntityId"] == "team"
-    # Reconcile now: Stripe already matches, the report says so.
+    # Reconcile now: queued for the embedded worker; the page follows the run (htmx polling, no
+    # reload) until its report says Stripe already matches.
     page.get_by_role("navigation").get_by_role("link", name="Stripe sync").click()
-    page.get_by_role("button", name="Reconcile now").click()
+    # Stripe reads each product slowly (3 s), so the run is seen running.
+    synced.sandbox.control.add_fault(method="GET", path="/v1/products/*", status=200, delay_ms=3000)
+    try:
+        page.get_by_role("button", name="Reconcile now").click()
+        expect(page.get_by_role("status").first).to_have_text(
+            "Reconcile queued: its report appears here when it is done."
+        )
+        page.evaluate("window.notReloaded = true")
+        run = page.locator("#reconcile-run")
+        expect(run).to_have_attribute("data-reconcile-status", "RUNNING", timeout=SYNC_TIMEOUT)
+        expect(run).to_contain_text("Reconcile running…")
+        expect(run).to_contain_text(
+            re.compile(r"Started at .*: \d+ of \d+ entities checked"), timeout=SYNC_TIMEOUT
+        )
+        page.screenshot(path=screenshot_path("sync-reconcile-running"), full_page=True)
+        expect(run).to_have_attribute("data-reconcile-status", "FINISHED", timeout=SYNC_TIMEOUT)
+    finally:
+        synced.sandbox.control.clear_faults()
+    assert page.evaluate("window.notReloaded") is True
     report = page.get_by_role("region", name="Reconcile report")
     expect(report).to_contain_text("Stripe had to change 0, 0 failed.")
     expect(report).to_contain_text("nothing was changed")
+    page.screenshot(path=screenshot_path("sync-reconcile-report"), full_page=True)
     no_problems(page)
 
 

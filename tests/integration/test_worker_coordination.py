@@ -1,5 +1,5 @@
-"""Worker processes coordinate through the database: one Stripe request budget for all of them,
-and one reconcile (and one Stripe events catch-up) at a time.
+"""Worker processes coordinate through the database: one Stripe request budget per Stripe account
+for all of them, and one reconcile (and one Stripe events catch-up) at a time.
 
 Each "process" here is its own `Database` (its own connections) in this test process; the
 sandbox counts what reaches it per second and how many requests it had to refuse with 429.
@@ -13,13 +13,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
 from app.billing import jobs
 from app.billing.gateway import stripe_client
-from app.billing.sync import SyncEngine
+from app.billing.models import StripeMode
+from app.billing.sync import SyncEngine, bucket_name
 from app.core.coordination import SharedRateBudget, release_lease, take_lease
 from app.db import Database, utcnow
 from app.migrate import upgrade_to_head
@@ -48,42 +50,70 @@ async def fresh_url(settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
         await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-async def test_two_engines_stay_under_one_shared_budget(
-    settings: Settings, stripe_sandbox: RunningSandbox
-) -> None:
+async def _hammer(
+    stripe_sandbox: RunningSandbox, settings: Settings, accounts: int, seconds: float = 3.0
+) -> tuple[list[list[int]], dict[str, Any]]:
+    """Two engines ("processes") each send 8 requests at a time to each of `accounts` Stripe
+    accounts for `seconds`; returns the requests made [engine][account] and the sandbox's counts."""
     # Just under the sandbox's limit: its windows are calendar seconds, the bucket allows a
     # burst of rate/10 on top of the rate.
     own = msgspec.structs.replace(settings, stripe_rate_limit=LIMIT * 0.9)
     databases = [Database(settings.database_url) for _ in range(2)]
     engines = [SyncEngine(db, own) for db in databases]
-    name = f"test-{uuid.uuid4().hex[:8]}"  # a bucket of this test's own, shared by both
+    # Accounts of this test's own (fresh buckets), each shared by both engines.
+    buckets = [bucket_name(f"acct_{uuid.uuid4().hex[:16]}", StripeMode.TEST) for _ in range(accounts)]
     for engine in engines:
-        budget = engine.budget
-        assert isinstance(budget, SharedRateBudget)
-        budget.name = name
-    client = stripe_client(new_test_key(), stripe_sandbox.base_url)
-    made = [0, 0]
+        for bucket in buckets:
+            assert isinstance(engine.budget_for(bucket), SharedRateBudget)
+    # One sandbox account (API key) per bucket: the sandbox limits each account on its own.
+    clients = [stripe_client(new_test_key(), stripe_sandbox.base_url) for _ in buckets]
+    made = [[0] * accounts for _ in engines]
     stripe_sandbox.control.rate_limit(LIMIT)
     try:
-        deadline = time.monotonic() + 3.0
+        deadline = time.monotonic() + seconds
 
-        async def hammer(index: int) -> None:
+        async def hammer(index: int, account: int) -> None:
+            call = engines[index].caller(buckets[account])
             while time.monotonic() < deadline:
-                await engines[index].call("products.list", client.v1.products.list_async)
-                made[index] += 1
+                await call("products.list", clients[account].v1.products.list_async)
+                # Tasks still queued for a slot at the deadline are served after it: not counted.
+                if time.monotonic() <= deadline:
+                    made[index][account] += 1
 
-        # Each engine alone would happily make 8 requests at a time.
-        await asyncio.gather(*(hammer(i) for i in (0, 1) for _ in range(8)))
+        # Each engine alone would happily make 8 requests at a time per account.
+        await asyncio.gather(*(hammer(i, a) for i in (0, 1) for a in range(accounts) for _ in range(8)))
         status = stripe_sandbox.control.status()
     finally:
         stripe_sandbox.control.rate_limit(None)
         for db in databases:
             await db.dispose()
+    return made, status
+
+
+async def test_two_engines_stay_under_one_shared_budget(
+    settings: Settings, stripe_sandbox: RunningSandbox
+) -> None:
+    made, status = await _hammer(stripe_sandbox, settings, accounts=1)
     assert status["rate_limited"] == 0, status
     assert status["peak_requests_per_second"] <= LIMIT
     # Both got a share, and together they used most of the budget (not starved by the row).
-    assert min(made) >= 5, made
-    assert sum(made) >= LIMIT * 0.9 * 3.0 * 0.7, made
+    by_engine = [row[0] for row in made]
+    assert min(by_engine) >= 5, made
+    assert sum(by_engine) >= LIMIT * 0.9 * 3.0 * 0.7, made
+
+
+async def test_two_stripe_accounts_do_not_share_a_budget(
+    settings: Settings, stripe_sandbox: RunningSandbox
+) -> None:
+    made, status = await _hammer(stripe_sandbox, settings, accounts=2)
+    # Each account stays under its own limit, in every second, across both engines ...
+    assert status["rate_limited"] == 0, status
+    assert status["peak_requests_per_second"] <= LIMIT
+    # ... and each used most of its own budget: together far more than one shared budget allows.
+    per_account = [made[0][a] + made[1][a] for a in (0, 1)]
+    one_budget = LIMIT * 0.9 * 3.0
+    assert min(per_account) >= one_budget * 0.7, made
+    assert sum(per_account) > one_budget * 1.3, made
 
 
 async def test_a_lease_has_one_holder_until_it_is_released_or_expires(fresh_url: str) -> None:

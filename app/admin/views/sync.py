@@ -1,6 +1,7 @@
 """Stripe sync in the console: every sync state of the environment (failures first), a Retry per
-failed entity, "Reconcile now"; and `sync_badges`, which the entity pages and lists use to show
-each entity's billing id, dashboard link and status.
+failed entity ("Check again" for one that will not be synced), "Reconcile now" (queued for a
+worker; the page follows the run and then shows its report); and `sync_badges`, which the
+entity pages and lists use to show each entity's billing id, dashboard link and status.
 """
 
 from __future__ import annotations
@@ -18,17 +19,15 @@ from app.admin.queries import PAGE_SIZE
 from app.admin.rendering import redirect, render
 from app.billing.mapping import ADMIN_PATHS
 from app.billing.models import SyncStatus
+from app.billing.reconcile_runs import get_run, latest_run, request_reconcile
 from app.billing.status import (
     MODELS,
-    ReconcileOut,
     SyncBadges,
     list_sync_states,
-    reconcile,
     retry_sync,
     stripe_connected,
     sync_states_for,
 )
-from app.db import Database
 from app.settings import Settings
 
 # Console section ("plans") -> synced entity type ("plan").
@@ -71,22 +70,30 @@ class SyncController(Controller):
         status: str | None = None,
         after: str | None = None,
     ) -> Response[str]:
-        return await self._page(request, ctx, db_session, settings, entity_type, status, after, None)
+        return await self._page(request, ctx, db_session, settings, entity_type, status, after)
 
     @post("/reconcile")
     async def reconcile_now(
-        self,
-        request: Request[Any, Any, Any],
-        ctx: AdminContext,
-        db_session: AsyncSession,
-        database: Database,
-        settings: Settings,
+        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession
     ) -> Response[str]:
-        # The reconcile writes in its own transactions: end this request's first (on SQLite it
-        # holds the one write lock).
-        await db_session.commit()
-        report = await reconcile(database, settings, ctx.env_ref)
-        return await self._page(request, ctx, db_session, settings, None, None, None, report)
+        """Queue a reconcile for the worker (it may take minutes) and come back to the page."""
+        _, created = await request_reconcile(db_session, ctx.env_ref)
+        flash(
+            request,
+            "Reconcile queued: its report appears here when it is done."
+            if created
+            else "A reconcile of this environment is already under way: its report appears here when it is done.",
+        )
+        return redirect(request, ctx.url("/admin/sync"))
+
+    @get("/reconcile/{ref:str}")
+    async def reconcile_run(
+        self, request: Request[Any, Any, Any], ctx: AdminContext, db_session: AsyncSession, ref: str
+    ) -> Response[str]:
+        """One run's block: what a page waiting for the run polls every 2 s."""
+        run = await get_run(db_session, ctx.env_ref, ref)
+        context = {"ctx": ctx, "run": run, "paths": ADMIN_PATHS, "type_labels": TYPE_LABELS}
+        return render(request, "admin/sync/_reconcile.html", context)
 
     @get("/{entity_type:str}/{ref:str}/status")
     async def status(
@@ -116,8 +123,11 @@ class SyncController(Controller):
         ref: str,
     ) -> Response[str]:
         form = await request.form()
+        before = await sync_badges(request, db_session, ctx, entity_type, [ref])
         state = await retry_sync(db_session, settings, ctx.env_ref, entity_type, ref)
-        flash(request, f"{TYPE_LABELS[entity_type]} {state.entity_id} is queued to sync again.")
+        previous = before.get(ref)
+        again = "be checked again" if previous and previous.status is SyncStatus.NOT_SYNCED else "sync again"
+        flash(request, f"{TYPE_LABELS[entity_type]} {state.entity_id} is queued to {again}.")
         back = text(form, "next")
         default = ctx.url(f"/admin/{ADMIN_PATHS[entity_type]}/{quote(ref, safe='')}")
         return redirect(request, safe_next(back) if back else default)
@@ -131,7 +141,6 @@ class SyncController(Controller):
         entity_type: str | None,
         status: str | None,
         after: str | None,
-        report: ReconcileOut | None,
     ) -> Response[str]:
         page = await list_sync_states(
             db_session,
@@ -157,6 +166,6 @@ class SyncController(Controller):
                 "statuses": [(s.value, s.value) for s in SyncStatus],
                 "paths": ADMIN_PATHS,
                 "type_labels": TYPE_LABELS,
-                "report": report,
+                "run": await latest_run(db_session, ctx.env_ref),
             },
         )
