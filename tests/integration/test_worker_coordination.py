@@ -30,6 +30,7 @@ from tests.support.databases import _admin, postgres_url, sqlite_url
 from tests.support.sandbox import RunningSandbox, new_test_key
 
 LIMIT = 20.0
+BUDGET = LIMIT * 0.75
 
 
 @pytest.fixture
@@ -55,9 +56,10 @@ async def _hammer(
 ) -> tuple[list[list[int]], dict[str, Any]]:
     """Two engines ("processes") each send 8 requests at a time to each of `accounts` Stripe
     accounts for `seconds`; returns the requests made [engine][account] and the sandbox's counts."""
-    # Just under the sandbox's limit: its windows are calendar seconds, the bucket allows a
-    # burst of rate/10 on top of the rate.
-    own = msgspec.structs.replace(settings, stripe_rate_limit=LIMIT * 0.9)
+    # Under the sandbox's limit with room to spare: its windows are calendar seconds, the bucket
+    # allows a burst of rate/10 on top of the rate, and on a loaded machine a request granted
+    # just before a second's end can reach the sandbox just after it.
+    own = msgspec.structs.replace(settings, stripe_rate_limit=BUDGET)
     databases = [Database(settings.database_url) for _ in range(2)]
     engines = [SyncEngine(db, own) for db in databases]
     # Accounts of this test's own (fresh buckets), each shared by both engines.
@@ -99,7 +101,7 @@ async def test_two_engines_stay_under_one_shared_budget(
     # Both got a share, and together they used most of the budget (not starved by the row).
     by_engine = [row[0] for row in made]
     assert min(by_engine) >= 5, made
-    assert sum(by_engine) >= LIMIT * 0.9 * 3.0 * 0.7, made
+    assert sum(by_engine) >= BUDGET * 3.0 * 0.7, made
 
 
 async def test_two_stripe_accounts_do_not_share_a_budget(
@@ -111,7 +113,7 @@ async def test_two_stripe_accounts_do_not_share_a_budget(
     assert status["peak_requests_per_second"] <= LIMIT
     # ... and each used most of its own budget: together far more than one shared budget allows.
     per_account = [made[0][a] + made[1][a] for a in (0, 1)]
-    one_budget = LIMIT * 0.9 * 3.0
+    one_budget = BUDGET * 3.0
     assert min(per_account) >= one_budget * 0.7, made
     assert sum(per_account) > one_budget * 1.3, made
 
