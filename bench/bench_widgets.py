@@ -12,7 +12,8 @@ catalog) and a static host page on another origin, then prints one table:
   warm cache: the Element Timing of the plan names inside the frame (a presentation time; the
   browser reports it only once they are painted inside the frame's visible area, so never while
   the frame is still 0 px high), put on the host page's clock through both documents'
-  `performance.timeOrigin`; and, for comparison, when the host hears the frame's ready message;
+  `performance.timeOrigin`; for comparison, when the host hears the frame's ready message, and
+  the paint time with Tollgate on the host's own site (its frame then needs no new process);
 - GET /widgets/paywall (anonymous and with a customer) at concurrency 1 and 16: the server's
   own render time (its Server-Timing header: access checks, reads, view model, HTML) and the
   latency the client sees, which adds queueing behind the other 15 requests in one process.
@@ -124,7 +125,9 @@ async def _wait_up(url: str) -> None:
 async def _bytes_and_visible(tollgate: str, host: str) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
-    results: dict[str, Any] = {"cold": [], "warm": [], "cold_ready": [], "warm_ready": []}
+    results: dict[str, Any] = {
+        "cold": [], "warm": [], "cold_ready": [], "warm_ready": [], "same_site_cold": [], "same_site_warm": []
+    }  # fmt: skip
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         for run in range(RUNS):
@@ -163,6 +166,15 @@ async def _bytes_and_visible(tollgate: str, host: str) -> dict[str, Any]:
                     (u.split("?")[0].replace(tollgate, ""), len(b), len(gzip.compress(b, 6)))
                     for u, b in frame.items()
                 )
+            await context.close()
+            # Tollgate on the host's own site (localhost, another port; in production a subdomain
+            # such as billing.example.com): the frame shares the page's renderer process.
+            context = await browser.new_context()
+            await context.add_init_script(FRAME_PROBE)
+            page = await context.new_page()
+            for label in ("cold", "warm"):
+                await page.goto(host + "/same-site.html")
+                results["same_site_" + label].append(await _plans_painted(page))
             await context.close()
         await browser.close()
     return results
@@ -227,6 +239,8 @@ async def run(database_url: str | None = None) -> list[tuple[str, str, str, str]
         tollgate = f"http://127.0.0.1:{port}"
         (host_dir / "index.html").write_text(HOST_PAGE.format(tollgate=tollgate, key=seeded.publishable_key))
         (host_dir / "host.js").write_text(HOST_JS)
+        same_site = HOST_PAGE.format(tollgate=f"http://localhost:{port}", key=seeded.publishable_key)
+        (host_dir / "same-site.html").write_text(same_site)
         server = _start_server(directory, database_url, port)
         try:
             await _wait_up(tollgate)
@@ -281,6 +295,15 @@ async def run(database_url: str | None = None) -> list[tuple[str, str, str, str]
             (
                 "  host hears 'ready'",
                 f"median {statistics.median(ready):.0f} ms, max {max(ready):.0f} ms",
+                "",
+                "",
+            )
+        )
+        same = browser["same_site_" + label]
+        rows.append(
+            (
+                "  Tollgate on the host's site",
+                f"median {statistics.median(same):.0f} ms, max {max(same):.0f} ms",
                 "",
                 "",
             )
