@@ -46,13 +46,14 @@
     return url.href;
   };
 
-  // The frame gets room before it says its size: it paints its server-rendered content as
-  // soon as it has it, not after its script ran and a resize message went both ways.
-  // `--tollgate-initial-height` sets that room (0 waits for the frame's size, as before).
-  // "Loading…" lies over that room and shows only if the frame is slow to be ready.
+  // `--tollgate-initial-height` reserves room for the frame before it says its size: the host's
+  // layout does not jump, and the frame paints without waiting for its script and the resize
+  // message. Unset, the frame stays folded until then (measured no slower: the paint is held
+  // up by the cross-site frame's new renderer, not by the message), so a frame the browser
+  // refuses never shows. "Loading…" lies over the room, and only if the frame is slow to be ready.
   const STYLE =
     ":host{display:block;position:relative;min-height:2rem}" +
-    "iframe{display:block;width:100%;border:0;height:var(--tollgate-initial-height,360px);color-scheme:normal;background:transparent}" +
+    "iframe{display:block;width:100%;border:0;height:var(--tollgate-initial-height,0);color-scheme:normal;background:transparent}" +
     "[part=loading]{position:absolute;top:0;left:0;padding:1rem;font:inherit;opacity:.7;animation:tg-show .4s step-end both}" +
     "@keyframes tg-show{from{visibility:hidden}}" +
     "[part=error]{padding:1rem;border:1px solid #b91c1c;border-radius:8px;color:#b91c1c;font:inherit}" +

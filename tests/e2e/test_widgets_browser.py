@@ -260,14 +260,16 @@ PAINT_PROBE = """if (location.pathname.startsWith("/widgets/")) {
 }"""
 
 
-async def test_plans_are_painted_before_the_frame_scripts_run_and_a_dead_frame_folds(world: World) -> None:
+async def test_reserved_room_shows_plans_before_the_frame_scripts_run_and_a_dead_frame_folds(
+    world: World,
+) -> None:
     page = await _page(world)
     await page.context.add_init_script(PAINT_PROBE)
     # The frame's scripts never arrive: no resize, no ready message, no htmx.
     await page.context.route("**/static/widgets/frame.js*", lambda route: route.abort())
     await page.context.route("**/static/vendor/htmx-*", lambda route: route.abort())
-    body = world.element("tollgate-paywall", "pw") + world.element(
-        "tollgate-paywall", "waits", style="--tollgate-initial-height: 0"
+    body = world.element("tollgate-paywall", "pw", style="--tollgate-initial-height: 360px") + world.element(
+        "tollgate-paywall", "waits"
     )
     await page.goto(world.host_page("scriptless.html", body))
     frame = _frame(page, "pw")
@@ -282,7 +284,7 @@ async def test_plans_are_painted_before_the_frame_scripts_run_and_a_dead_frame_f
     assert painted, "the plans were never painted"
     assert (await page.locator("#pw iframe").bounding_box())["height"] == 360
     assert await page.locator("#pw").get_attribute("ready") is None
-    # --tollgate-initial-height: 0 keeps the frame folded until it reports its size.
+    # Without --tollgate-initial-height the frame stays folded until it reports its size.
     assert (await page.locator("#waits iframe").bounding_box())["height"] == 0
     # Never ready: after the timeout the element fails and the frame gives its room to the message.
     await page.locator("#pw[error='frame_unavailable']").wait_for(timeout=10000)
