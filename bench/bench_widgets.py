@@ -41,6 +41,7 @@ from app.db import Database  # noqa: E402
 from app.migrate import upgrade_to_head  # noqa: E402
 from tests.support.widget_browser import (  # noqa: E402
     CHROMIUM,
+    PLANS_PAINTED_PROBE,
     add_customer,
     add_subscription,
     free_port,
@@ -60,18 +61,6 @@ HOST_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title
 <body><tollgate-paywall id="pw" publishable-key="{key}"></tollgate-paywall></body></html>"""
 HOST_JS = """window.__ready = null;
 document.addEventListener("tollgate:ready", () => { window.__ready = performance.now(); });"""
-# Runs in every document of the bench's browser; in the frame it marks each plan name for Element
-# Timing as the parser inserts it (before any paint), and keeps the first plan's paint time.
-FRAME_PROBE = """if (location.pathname.startsWith("/widgets/")) {
-  window.__plans = null;
-  new MutationObserver((records) => {
-    for (const record of records) for (const node of record.addedNodes)
-      if (node.nodeType === 1 && node.matches(".tg-plan-name")) node.setAttribute("elementtiming", "plan");
-  }).observe(document, {childList: true, subtree: true});
-  new PerformanceObserver((list) => {
-    for (const entry of list.getEntries()) if (window.__plans === null) window.__plans = entry.renderTime;
-  }).observe({type: "element", buffered: true});
-}"""
 
 
 async def _plans_painted(page: Any) -> float:
@@ -132,7 +121,7 @@ async def _bytes_and_visible(tollgate: str, host: str) -> dict[str, Any]:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         for run in range(RUNS):
             context = await browser.new_context()
-            await context.add_init_script(FRAME_PROBE)
+            await context.add_init_script(PLANS_PAINTED_PROBE)
             page = await context.new_page()
             bodies: list[tuple[str, str, bytes]] = []
 
@@ -170,7 +159,7 @@ async def _bytes_and_visible(tollgate: str, host: str) -> dict[str, Any]:
             # Tollgate on the host's own site (localhost, another port; in production a subdomain
             # such as billing.example.com): the frame shares the page's renderer process.
             context = await browser.new_context()
-            await context.add_init_script(FRAME_PROBE)
+            await context.add_init_script(PLANS_PAINTED_PROBE)
             page = await context.new_page()
             for label in ("cold", "warm"):
                 await page.goto(host + "/same-site.html")

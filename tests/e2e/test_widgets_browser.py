@@ -26,6 +26,7 @@ from app.subscriptions.models import SubscriptionStatus
 from tests.support.widget_browser import (
     AXE_JS,
     CHROMIUM,
+    PLANS_PAINTED_PROBE,
     SCREENSHOTS,
     LiveServer,
     Seeded,
@@ -246,25 +247,11 @@ async def test_paywall_on_another_origin_switches_period_resizes_and_emits_event
     await page.context.close()
 
 
-# Marks the paywall's plan names for Element Timing as the frame's parser inserts them, and keeps
-# the first one's paint time: the browser reports it only once painted in the frame's viewport.
-PAINT_PROBE = """if (location.pathname.startsWith("/widgets/")) {
-  window.__plans = null;
-  new MutationObserver((records) => {
-    for (const r of records) for (const n of r.addedNodes)
-      if (n.nodeType === 1 && n.matches(".tg-plan-name")) n.setAttribute("elementtiming", "plan");
-  }).observe(document, {childList: true, subtree: true});
-  new PerformanceObserver((list) => {
-    if (window.__plans === null) window.__plans = list.getEntries()[0].renderTime;
-  }).observe({type: "element", buffered: true});
-}"""
-
-
 async def test_reserved_room_shows_plans_before_the_frame_scripts_run_and_a_dead_frame_folds(
     world: World,
 ) -> None:
     page = await _page(world)
-    await page.context.add_init_script(PAINT_PROBE)
+    await page.context.add_init_script(PLANS_PAINTED_PROBE)
     # The frame's scripts never arrive: no resize, no ready message, no htmx.
     await page.context.route("**/static/widgets/frame.js*", lambda route: route.abort())
     await page.context.route("**/static/vendor/htmx-*", lambda route: route.abort())
