@@ -46,10 +46,16 @@
     return url.href;
   };
 
+  // `--tollgate-initial-height` reserves room for the frame before it says its size: the host's
+  // layout does not jump, and the frame paints without waiting for its script and the resize
+  // message. Unset, the frame stays folded until then (measured no slower: the paint is held
+  // up by the cross-site frame's new renderer, not by the message), so a frame the browser
+  // refuses never shows. "Loading…" lies over the room, and only if the frame is slow to be ready.
   const STYLE =
     ":host{display:block;position:relative;min-height:2rem}" +
-    "iframe{display:block;width:100%;border:0;height:0;color-scheme:normal;background:transparent}" +
-    "[part=loading]{padding:1rem;font:inherit;opacity:.7}" +
+    "iframe{display:block;width:100%;border:0;height:var(--tollgate-initial-height,0);color-scheme:normal;background:transparent}" +
+    "[part=loading]{position:absolute;top:0;left:0;padding:1rem;font:inherit;opacity:.7;animation:tg-show .4s step-end both}" +
+    "@keyframes tg-show{from{visibility:hidden}}" +
     "[part=error]{padding:1rem;border:1px solid #b91c1c;border-radius:8px;color:#b91c1c;font:inherit}" +
     ":host([ready]) [part=loading],:host([error]) [part=loading],:host(:not([error])) [part=error],[part=error]:empty{display:none}";
 
@@ -73,10 +79,10 @@
       const shadow = this.attachShadow({ mode: "open" });
       // A constructed stylesheet, not a <style>: hosts with a strict style-src CSP allow it.
       shadow.adoptedStyleSheets = [sheet()];
-      shadow.innerHTML =
-        '<div part="loading" role="status">Loading…</div>' +
-        '<div part="error" role="alert"></div><iframe part="frame"></iframe>';
-      this._frame = shadow.querySelector("iframe");
+      shadow.innerHTML = '<div part="loading" role="status">Loading…</div><div part="error" role="alert"></div>';
+      // Attached once it has its address: an attached iframe without one first loads about:blank.
+      this._frame = document.createElement("iframe");
+      this._frame.setAttribute("part", "frame");
       this._errorBox = shadow.querySelector("[part=error]");
       this._frame.title = this.constructor.frameTitle;
       // Scripts and forms run inside; same-origin keeps the frame's own origin (not "null").
@@ -179,7 +185,9 @@
       this.removeAttribute("error");
       this._errorBox.textContent = "";
       this.setAttribute("loading", "");
+      if (this._frame.style.height === "0px") this._frame.style.removeProperty("height"); // after _fail
       this._frame.src = url.href;
+      if (!this._frame.isConnected) this.shadowRoot.append(this._frame);
     }
 
     // A frame the browser refused (e.g. frame-ancestors) loads but never says hello.
@@ -204,6 +212,8 @@
     }
 
     _fail(code, message) {
+      // Nothing to show in the frame (or a browser's refusal page): the message takes its room.
+      this._frame.style.height = "0";
       this.removeAttribute("loading");
       this.setAttribute("error", code);
       this._errorBox.textContent = message;

@@ -26,6 +26,7 @@ from app.subscriptions.models import SubscriptionStatus
 from tests.support.widget_browser import (
     AXE_JS,
     CHROMIUM,
+    PLANS_PAINTED_PROBE,
     SCREENSHOTS,
     LiveServer,
     Seeded,
@@ -243,6 +244,38 @@ async def test_paywall_on_another_origin_switches_period_resizes_and_emits_event
     await page.wait_for_function(
         f"document.querySelector('#pw').shadowRoot.querySelector('iframe').getBoundingClientRect().height > {before + 20}"
     )
+    await page.context.close()
+
+
+async def test_reserved_room_shows_plans_before_the_frame_scripts_run_and_a_dead_frame_folds(
+    world: World,
+) -> None:
+    page = await _page(world)
+    await page.context.add_init_script(PLANS_PAINTED_PROBE)
+    # The frame's scripts never arrive: no resize, no ready message, no htmx.
+    await page.context.route("**/static/widgets/frame.js*", lambda route: route.abort())
+    await page.context.route("**/static/vendor/htmx-*", lambda route: route.abort())
+    body = world.element("tollgate-paywall", "pw", style="--tollgate-initial-height: 360px") + world.element(
+        "tollgate-paywall", "waits"
+    )
+    await page.goto(world.host_page("scriptless.html", body))
+    frame = _frame(page, "pw")
+    await frame.locator("li.tg-plan").first.wait_for()
+    painted = None
+    for _ in range(100):
+        painted = await frame.locator("html").evaluate("() => window.__plans")
+        if painted:
+            break
+        await asyncio.sleep(0.05)
+    # Room before any message: the server-rendered plans are on screen without the frame's script.
+    assert painted, "the plans were never painted"
+    assert (await page.locator("#pw iframe").bounding_box())["height"] == 360
+    assert await page.locator("#pw").get_attribute("ready") is None
+    # Without --tollgate-initial-height the frame stays folded until it reports its size.
+    assert (await page.locator("#waits iframe").bounding_box())["height"] == 0
+    # Never ready: after the timeout the element fails and the frame gives its room to the message.
+    await page.locator("#pw[error='frame_unavailable']").wait_for(timeout=10000)
+    assert (await page.locator("#pw iframe").bounding_box())["height"] == 0
     await page.context.close()
 
 
@@ -507,6 +540,8 @@ async def test_a_page_on_an_origin_that_is_not_allowed_gets_no_frame(world: Worl
     await page.locator("#pw[error='frame_unavailable']").wait_for(timeout=10000)
     assert await page.locator("#pw").get_attribute("ready") is None
     assert "origin allowed" in await page.locator("#pw").locator("[part=error]").inner_text()
+    # The browser's refusal page does not keep the room reserved for the frame.
+    assert (await page.locator("#pw iframe").bounding_box())["height"] == 0
     event = await _wait_event(page, "tollgate:error", "pw")
     assert event["detail"]["code"] == "frame_unavailable"
     await page.context.close()

@@ -34,3 +34,20 @@ async def test_widget_pages_link_their_assets_by_version(client: AsyncTestClient
     asset = await client.get(links[0])
     assert asset.status_code == 200
     assert asset.headers["cache-control"] == "public, max-age=31536000, immutable"
+
+
+async def test_widget_pages_preload_their_stylesheet_and_frame_script(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    page = await client.get("/widgets/paywall", params={"publishable-key": "tg_pk_nope"})
+    links = dict(re.findall(r"<(/static/[^>]+)>; rel=preload; as=(\w+)", page.headers["link"]))
+    css = re.search(r'<link rel="stylesheet" href="([^"]+)"', page.text)
+    script = re.search(r'<script src="(/static/widgets/frame.js[^"]+)"', page.text)
+    assert css and script
+    # The same versioned URLs as the page's own tags, so the preloaded responses are used.
+    assert links == {css.group(1): "style", script.group(1): "script"}
+    # An htmx fragment has no head to preload for.
+    fragment = await client.get(
+        "/widgets/paywall", params={"publishable-key": "tg_pk_nope"}, headers={"hx-request": "true"}
+    )
+    assert "link" not in fragment.headers

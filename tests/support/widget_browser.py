@@ -44,6 +44,23 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screensh
 AXE_JS = Path(__file__).resolve().parent / "vendor" / "axe-core-4.14.1.min.js"
 
 
+# An init script for every document of a browser context: in a widget frame it marks each plan
+# name for Element Timing as the parser inserts it (before any paint) and keeps, in
+# window.__plans, the first one's paint time (a presentation time, on the frame's clock). The
+# browser reports it only once painted inside the frame's visible area, never while the frame is
+# 0 px high.
+PLANS_PAINTED_PROBE = """if (location.pathname.startsWith("/widgets/")) {
+  window.__plans = null;
+  new MutationObserver((records) => {
+    for (const record of records) for (const node of record.addedNodes)
+      if (node.nodeType === 1 && node.matches(".tg-plan-name")) node.setAttribute("elementtiming", "plan");
+  }).observe(document, {childList: true, subtree: true});
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) if (window.__plans === null) window.__plans = entry.renderTime;
+  }).observe({type: "element", buffered: true});
+}"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
