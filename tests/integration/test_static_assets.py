@@ -6,9 +6,11 @@ import gzip
 import re
 
 from litestar import Litestar
+from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.testing import AsyncTestClient
 
-from app.settings import PROJECT_ROOT
+from app.main import create_app
+from app.settings import PROJECT_ROOT, Settings
 
 
 async def test_static_files_are_gzipped_cached_and_revalidated(client: AsyncTestClient[Litestar]) -> None:
@@ -51,3 +53,17 @@ async def test_widget_pages_preload_their_stylesheet_and_frame_script(
         "/widgets/paywall", params={"publishable-key": "tg_pk_nope"}, headers={"hx-request": "true"}
     )
     assert "link" not in fragment.headers
+
+
+async def test_widget_templates_are_compiled_before_the_first_request(settings: Settings) -> None:
+    app = create_app(settings)
+    engine = app.template_engine
+    assert isinstance(engine, JinjaTemplateEngine)
+
+    def compiled() -> set[str]:
+        cache = engine.engine.cache
+        return {key[1] for key in cache} if cache is not None else set()
+
+    assert "widgets/paywall.html" not in compiled()
+    async with AsyncTestClient(app):  # startup, no request yet
+        assert {"widgets/paywall.html", "widgets/_paywall_body.html", "widgets/portal.html"} <= compiled()
