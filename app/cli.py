@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -176,6 +177,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from app.main import create_app
 
+    # Flags win over the environment, and through it reach everything derived from them
+    # (the default public URL, the demo's sandbox address, each worker process's settings).
+    if args.host:
+        os.environ["TOLLGATE_HOST"] = args.host
+    if args.port:
+        os.environ["TOLLGATE_PORT"] = str(args.port)
     settings = load_settings()
     _configure_logging(settings.log_level)
     asyncio.run(_migrate(settings))
@@ -186,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             import threading
 
             threading.Thread(target=_connect_demo_when_up, args=(settings,), daemon=True).start()
-    host, port = args.host or settings.host, args.port or settings.port
+    host, port = settings.host, settings.port
     print(_banner(settings, host, port), flush=True)
     if args.workers > 1:
         # Each worker process builds its own app (and engine) from the same environment.
