@@ -12,7 +12,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.core.errors import TollgateError
 
@@ -85,6 +85,20 @@ def handle_integrity_error(_: Request[Any, Any, Any], exc: IntegrityError) -> Re
     )
 
 
+# What databases say when a transaction waited too long for another one: nothing was written,
+# the same request succeeds a moment later.
+_BUSY = ("database is locked", "deadlock detected", "lock timeout", "could not serialize access")
+
+
+def handle_database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
+    if any(sign in str(exc.orig).lower() for sign in _BUSY):
+        logger.warning("database busy: %s", exc.orig)
+        response = problem(503, "database_busy", "The database is busy with other changes. Retry shortly.")
+        response.headers["Retry-After"] = "1"
+        return response
+    return handle_unexpected_error(request, exc)
+
+
 def handle_unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     logger.exception("unhandled error", exc_info=exc)
     return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong on our side.")
@@ -95,5 +109,6 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     ValidationException: handle_validation_error,
     HTTPException: handle_http_error,
     IntegrityError: handle_integrity_error,
+    DBAPIError: handle_database_error,
     Exception: handle_unexpected_error,
 }
