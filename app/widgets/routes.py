@@ -135,16 +135,15 @@ async def _page(
     database: Database,
     settings: Settings,
     widget: str,
-    build: Callable[[AsyncSession], Awaitable[Page]],
-    params: WidgetParams,
-    template: str,
-    fragment: str,
+    build: Callable[[AsyncSession, WidgetParams], Awaitable[Page]],
 ) -> Response[Any]:
+    """A widget's page (`widgets/<widget>.html`), or its body alone for htmx (`_<widget>_body.html`)."""
+    params = service.parse_params(request.query_params)
     async with _render_slots():
         # Timed from here: the wait for a slot is queueing, which the client's latency shows.
         started = time.perf_counter()
         try:
-            page = await _build(db_session, database, params, build)
+            page = await _build(db_session, database, params, lambda session: build(session, params))
         except TollgateError as exc:
             return await _refused(request, db_session, settings, params, widget, exc)
     nonce = security.new_nonce()
@@ -163,7 +162,9 @@ async def _page(
     # the whole of the work: checks, reads, view model and HTML.
     engine: Any = request.app.template_engine
     htmx = _is_htmx(request)
-    html = engine.get_template(fragment if htmx else template).render(**context)
+    html = engine.get_template(f"widgets/_{widget}_body.html" if htmx else f"widgets/{widget}.html").render(
+        **context
+    )
     elapsed_ms = (time.perf_counter() - started) * 1000
     headers = {
         **security.widget_headers(page.access.frame_ancestors, nonce),
@@ -182,57 +183,32 @@ def _now() -> dt.datetime:
 async def paywall(
     request: Request[Any, Any, Any], db_session: AsyncSession, database: Database, settings: Settings
 ) -> Response[Any]:
-    params = service.parse_params(request.query_params)
     return await _page(
-        request,
-        db_session,
-        database,
-        settings,
-        "paywall",
-        lambda session: service.paywall_page(session, settings, params, _now()),
-        params,
-        "widgets/paywall.html",
-        "widgets/_paywall_body.html",
-    )
+        request, db_session, database, settings, "paywall",
+        lambda session, params: service.paywall_page(session, settings, params, _now()),
+    )  # fmt: skip
 
 
 @get("/portal", name="widgets.portal")
 async def portal(
     request: Request[Any, Any, Any], db_session: AsyncSession, database: Database, settings: Settings
 ) -> Response[Any]:
-    params = service.parse_params(request.query_params)
     return await _page(
-        request,
-        db_session,
-        database,
-        settings,
-        "portal",
-        lambda session: service.portal_page(session, settings, params, _now()),
-        params,
-        "widgets/portal.html",
-        "widgets/_portal_body.html",
-    )
+        request, db_session, database, settings, "portal",
+        lambda session, params: service.portal_page(session, settings, params, _now()),
+    )  # fmt: skip
 
 
 @get("/checkout", name="widgets.checkout")
 async def checkout(
     request: Request[Any, Any, Any], db_session: AsyncSession, database: Database, settings: Settings
 ) -> Response[Any]:
-    params = service.parse_params(request.query_params)
+    # The form's choices (period, quantities, add-ons) ride in the query: the live summary.
+    choices = dict(request.query_params.items())
     return await _page(
-        request,
-        db_session,
-        database,
-        settings,
-        "checkout",
-        # The form's choices (period, quantities, add-ons) ride in the query: the live summary.
-        lambda session: service.checkout_page(
-            session, settings, params, _now(), {k: v for k, v in request.query_params.items()}
-        ),
-        params,
-        "widgets/checkout.html",
-        "widgets/_checkout_body.html",
-    )
+        request, db_session, database, settings, "checkout",
+        lambda session, params: service.checkout_page(session, settings, params, _now(), choices),
+    )  # fmt: skip
 
 
 def _render_action(

@@ -561,6 +561,23 @@ async def _rerender(
     return await paywall_page(session, settings, params, now)
 
 
+async def _customers_subscription(
+    session: AsyncSession,
+    settings: Settings,
+    params: WidgetParams,
+    form: Mapping[str, str],
+    origin: str | None,
+) -> tuple[security.WidgetAccess, str]:
+    """A checked action on the form's `subscription-id`, which must be this customer's."""
+    access = await checked_action(session, settings, params, form.get("csrf"), origin, customer_required=True)
+    customer_pk = await _customer_pk(session, access)
+    assert customer_pk is not None
+    ref = await subscribing.owned_subscription(
+        session, access.environment.pk, customer_pk, form.get("subscription-id")
+    )
+    return access, ref
+
+
 async def cancel_subscription(
     session: AsyncSession,
     settings: Settings,
@@ -570,12 +587,7 @@ async def cancel_subscription(
     now: dt.datetime,
 ) -> ActionResult:
     """Cancel at period end, after a confirmation step (the portal shows it on the card)."""
-    access = await checked_action(session, settings, params, form.get("csrf"), origin, customer_required=True)
-    customer_pk = await _customer_pk(session, access)
-    assert customer_pk is not None
-    ref = await subscribing.owned_subscription(
-        session, access.environment.pk, customer_pk, form.get("subscription-id")
-    )
+    access, ref = await _customers_subscription(session, settings, params, form, origin)
     if form.get("confirm") != "1":
         return ActionResult(
             page=await portal_page(session, settings, params, now), confirm=True, confirming=ref
@@ -593,12 +605,7 @@ async def cancel_scheduled_change(
     origin: str | None,
     now: dt.datetime,
 ) -> ActionResult:
-    access = await checked_action(session, settings, params, form.get("csrf"), origin, customer_required=True)
-    customer_pk = await _customer_pk(session, access)
-    assert customer_pk is not None
-    ref = await subscribing.owned_subscription(
-        session, access.environment.pk, customer_pk, form.get("subscription-id")
-    )
+    access, ref = await _customers_subscription(session, settings, params, form, origin)
     sub = await subscribing.cancel_scheduled(session, access.environment.pk, ref)
     widget = "portal" if form.get("view") == "portal" else "paywall"
     events = {"tollgate:subscription-changed": subscribing.event(sub)}
