@@ -314,6 +314,24 @@ class StripeWriter:
         return known, False
 
 
+async def _update(
+    conn: Conn,
+    entity_type: str,
+    update: Any,
+    billing_id: str,
+    pk: int,
+    version: int,
+    changes: dict[str, Any],
+) -> None:
+    """Send Stripe the difference, if any; the key names the change, so a retry is not a second one."""
+    if not changes:
+        return
+    key = m.idempotency_key(conn.env.pk, entity_type, pk, f"update-v{version}", changes)
+    await conn.call(
+        f"{entity_type}s.update", update, billing_id, params=changes, options={"idempotency_key": key}
+    )
+
+
 class SyncEngine:
     def __init__(
         self,
@@ -873,18 +891,7 @@ class SyncEngine:
                 error="The customer was deleted in Stripe; Tollgate will not recreate it on its own.",
             )
         changes = m.customer_differs(params, current)
-        if changes:
-            await conn.call(
-                "customers.update",
-                client.v1.customers.update_async,
-                billing_id,
-                params=changes,
-                options={
-                    "idempotency_key": m.idempotency_key(
-                        env.pk, "customer", pk, f"update-v{version}", changes
-                    )
-                },
-            )
+        await _update(conn, "customer", client.v1.customers.update_async, billing_id, pk, version, changes)
         return Outcome(
             SyncStatus.SYNCED, billing_id=billing_id, objects={"customer": billing_id}, changed=bool(changes)
         )
@@ -993,18 +1000,9 @@ class SyncEngine:
             # Stripe ended it (a webhook brings that back to Tollgate); never resurrect it here.
             return Outcome(SyncStatus.SYNCED, billing_id=billing_id, objects={"subscription": billing_id})
         changes = _subscription_changes(current, items, desired)
-        if changes:
-            await conn.call(
-                "subscriptions.update",
-                client.v1.subscriptions.update_async,
-                billing_id,
-                params=changes,
-                options={
-                    "idempotency_key": m.idempotency_key(
-                        env.pk, "subscription", pk, f"update-v{version}", changes
-                    )
-                },
-            )
+        await _update(
+            conn, "subscription", client.v1.subscriptions.update_async, billing_id, pk, version, changes
+        )
         return Outcome(
             SyncStatus.SYNCED,
             billing_id=billing_id,
