@@ -1176,6 +1176,25 @@ async def change_types(
     return kinds
 
 
+def _trial_preview(
+    kind: ChangeType, new: Config, now: dt.datetime, trial_days: int, recurring: int, lines: list[Any]
+) -> PreviewResult:
+    """A trial starts now: nothing is due until it ends, then the recurring total."""
+    trial_end = now + dt.timedelta(days=trial_days)
+    return PreviewResult(
+        change_type=kind,
+        currency=new.currency,
+        billing_period=new.billing_period,
+        effective_at=now,
+        amount_due_now=0,
+        next_recurring_total=recurring,
+        next_billing_date=trial_end,
+        lines_due_now=[],
+        recurring_lines=lines,
+        trial_end=trial_end,
+    )
+
+
 async def preview_subscription(
     session: AsyncSession, environment_pk: int, request: ProvisionRequest, *, now: dt.datetime | None = None
 ) -> PreviewResult:
@@ -1205,19 +1224,7 @@ async def preview_subscription(
         recurring = new_priced.recurring_total - off
         lines = [*new_priced.lines, *([_discount_line(new.coupon, off)] if new.coupon and off else [])]
         if trial_days:
-            trial_end = now + dt.timedelta(days=trial_days)
-            return PreviewResult(
-                change_type="NEW",
-                currency=new.currency,
-                billing_period=new.billing_period,
-                effective_at=now,
-                amount_due_now=0,
-                next_recurring_total=recurring,
-                next_billing_date=trial_end,
-                lines_due_now=[],
-                recurring_lines=lines,
-                trial_end=trial_end,
-            )
+            return _trial_preview("NEW", new, now, trial_days, recurring, lines)
         _, end = billing_period_window(now, new.billing_period, now)
         later = new_priced.recurring_total - (off if coupon_applies(new.coupon, now, end) else 0)
         return PreviewResult(
@@ -1252,19 +1259,7 @@ async def preview_subscription(
     ]
     trial_days = await _upgrade_trial_days(session, existing, old, new, kind, request.trial_override)
     if trial_days:
-        trial_end = now + dt.timedelta(days=trial_days)
-        return PreviewResult(
-            change_type=kind,
-            currency=new.currency,
-            billing_period=new.billing_period,
-            effective_at=now,
-            amount_due_now=0,
-            next_recurring_total=new_net,
-            next_billing_date=trial_end,
-            lines_due_now=[],
-            recurring_lines=recurring_lines,
-            trial_end=trial_end,
-        )
+        return _trial_preview(kind, new, now, trial_days, new_net, recurring_lines)
     if existing.status == S.IN_TRIAL and kind != "NO_CHANGE":
         # The trial ends and a full new period starts now.
         _, end = billing_period_window(now, new.billing_period, now)
