@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.billing.schemas import CheckoutOptions
 from app.customers.models import Customer
 from app.subscriptions.service import Config
 
@@ -18,14 +17,14 @@ class CheckoutPaymentGate:
     was asked about: that is what Checkout must sell.
     """
 
-    def __init__(self, options: CheckoutOptions | None) -> None:
-        self.options = options
+    def __init__(self, offers_checkout: bool) -> None:
+        self.offers_checkout = offers_checkout
         self.config: Config | None = None
 
     async def requires_payment(self, session: AsyncSession, customer: Customer, config: Config) -> bool:
         if customer.has_payment_method:
             return False
-        if self.options is None:
+        if not self.offers_checkout:
             return False
         self.config = config
         return True

@@ -19,6 +19,7 @@ from app.environments.service import EnvironmentRef
 from app.settings import Settings
 from app.subscriptions import service as subscriptions
 from app.subscriptions.models import Subscription, SubscriptionStatus
+from app.subscriptions.schemas import PreviewResult, ProvisionRequest
 
 
 async def provision_with_billing(
@@ -38,7 +39,7 @@ async def provision_with_billing(
     """
     now = now or utcnow()
     integration = await active_integration(session, env.pk)
-    gate = CheckoutPaymentGate(request.checkout_options) if integration is not None else None
+    gate = CheckoutPaymentGate(request.checkout_options is not None) if integration is not None else None
     result = await subscriptions.provision_subscription(session, env.pk, request, now=now, payment_gate=gate)
     plain = BillingProvisionResult(status=result.status, subscription=result.subscription)
     if integration is None:
@@ -98,4 +99,21 @@ async def provision_with_billing(
         status="PAYMENT_REQUIRED" if pending else result.status,
         subscription=result.subscription,
         checkout_url=checkout.url,
+    )
+
+
+async def preview_with_billing(
+    session: AsyncSession,
+    environment_pk: int,
+    request: ProvisionRequest,
+    *,
+    offers_checkout: bool,
+    now: dt.datetime | None = None,
+) -> PreviewResult:
+    """What `provision_with_billing` would do with the same choice of Checkout, priced: an
+    upgrade that must be paid first is previewed as the new subscription Checkout will sell."""
+    integration = await active_integration(session, environment_pk)
+    gate = CheckoutPaymentGate(offers_checkout) if integration is not None else None
+    return await subscriptions.preview_subscription(
+        session, environment_pk, request, now=now, payment_gate=gate
     )

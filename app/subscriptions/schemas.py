@@ -196,3 +196,5 @@ class PreviewResult(Camel):
     lines_due_now: list[LineItem]
     recurring_lines: list[LineItem]
     trial_end: dt.datetime | None = None
+    # An upgrade from a plan nobody pays for that waits for payment: a new subscription from now.
+    payment_first: bool = False

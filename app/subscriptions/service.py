@@ -1196,11 +1196,20 @@ def _trial_preview(
 
 
 async def preview_subscription(
-    session: AsyncSession, environment_pk: int, request: ProvisionRequest, *, now: dt.datetime | None = None
+    session: AsyncSession,
+    environment_pk: int,
+    request: ProvisionRequest,
+    *,
+    now: dt.datetime | None = None,
+    payment_gate: PaymentGate | None = None,
 ) -> PreviewResult:
     """What provisioning `request` would cost: due now (prorated for a change, see
     pricing.prorate) and the next recurring total, with the coupon applied. Writes nothing
-    (time-driven transitions it catches up on are harmless to persist)."""
+    (time-driven transitions it catches up on are harmless to persist).
+
+    With the provisioning's `payment_gate`, an upgrade that must be paid first (see
+    `_pays_first`) is previewed as what it will be: a new subscription from now
+    (`paymentFirst`)."""
     now = now or utcnow()
     customer = await _customer(session, environment_pk, request.customer_id)
     new = await build_config(
@@ -1215,8 +1224,11 @@ async def preview_subscription(
     )
     new_priced = price_config(new)
     existing = await _live_in_product(session, customer.pk, new.plan.product_pk, now)
+    payment_first = existing is not None and await _pays_first(
+        session, existing, customer, new, payment_gate, request.trial_override
+    )
 
-    if existing is None:
+    if existing is None or payment_first:
         trial_days = _trial_days(new, request.trial_override)
         if trial_days and not await _trial_eligible(session, customer.pk, new.plan.product_pk):
             trial_days = 0
@@ -1228,7 +1240,8 @@ async def preview_subscription(
         _, end = billing_period_window(now, new.billing_period, now)
         later = new_priced.recurring_total - (off if coupon_applies(new.coupon, now, end) else 0)
         return PreviewResult(
-            change_type="NEW",
+            change_type="UPGRADE" if payment_first else "NEW",
+            payment_first=payment_first,
             currency=new.currency,
             billing_period=new.billing_period,
             effective_at=now,

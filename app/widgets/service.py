@@ -511,7 +511,9 @@ async def select_plan(
     )
     if not at_once and not confirmed:
         view = confirm_view(plan, action, preview)
-        if preview.change_type == "NEW" and plan.pricing_type is PricingType.PAID:
+        if preview.payment_first:
+            view = dataclasses.replace(view, to_payment=True)
+        elif preview.change_type == "NEW" and plan.pricing_type is PricingType.PAID:
             to_payment = await billing.pays_at_checkout(session, access.environment.pk, access.customer_id)
             view = dataclasses.replace(view, to_payment=to_payment)
         return ActionResult(page=Page(access, security.csrf_token(settings, access), view), confirm=True)

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.billing.checkout import append_query
-from app.billing.provisioning import provision_with_billing
+from app.billing.provisioning import preview_with_billing, provision_with_billing
 from app.billing.schemas import CheckoutOptions, ProvisionWithCheckout
 from app.catalog.models import BillingPeriod, Charge, Plan
 from app.core.errors import not_found
@@ -81,7 +81,8 @@ async def provision(
 async def preview(
     session: AsyncSession, environment_pk: int, request: ProvisionRequest, now: dt.datetime | None = None
 ) -> PreviewResult:
-    return await service.preview_subscription(session, environment_pk, request, now=now)
+    # Widgets always offer Checkout (see `provision`): the preview prices what it will sell.
+    return await preview_with_billing(session, environment_pk, request, offers_checkout=True, now=now)
 
 
 async def change_types(

@@ -242,3 +242,36 @@ async def test_without_a_host_url_checkout_returns_to_tollgates_own_page(
     )
     page = await client.get("/widgets/returned", params={"tollgate_checkout": "cancel"})
     assert page.status_code == 200 and "nothing changed" in page.text
+
+
+async def test_a_free_customer_upgrading_sees_the_payment_checkout_will_take(
+    client: AsyncTestClient[Litestar], database: Database, shop: tuple[Seeded, dict[str, str]]
+) -> None:
+    seeded, tokens = shop
+    await _connect(client, seeded)
+    query = _query(seeded, "alice", tokens["alice"])
+    form = await _form(client, query, "paywall")
+    free = {**form, "plan-id": "free", "action": "subscribe", "billing-period": "MONTHLY", "confirm": "1"}
+    assert (await client.post("/widgets/actions/select-plan", data=free, headers=HTMX)).status_code == 200
+
+    # Team (no trial) from Free, no card on file: not a prorated upgrade but a new paid subscription.
+    pick = {**form, "plan-id": "team", "action": "upgrade", "billing-period": "MONTHLY"}
+    confirm = await client.post("/widgets/actions/select-plan", data=pick, headers=HTMX)
+    assert confirm.status_code == 200, confirm.text
+    assert 'data-change-type="UPGRADE"' in confirm.text
+    assert "Continue to payment" in confirm.text and "Upgrade now" not in confirm.text
+    due = re.search(r'data-testid="due-now"[^>]*>([^<]+)<', confirm.text)
+    assert due is not None and due.group(1).strip() == "$36", "3 seats × $12, a full period"
+    url = _navigate(
+        await client.post("/widgets/actions/select-plan", data={**pick, "confirm": "1"}, headers=HTMX)
+    )
+    assert "/checkout/cs_" in url
+    async with database.session() as session:
+        statuses = sorted(
+            (
+                await session.scalars(
+                    select(Subscription.status).where(Subscription.environment_pk == seeded.env.pk)
+                )
+            ).all()
+        )
+    assert [s.value for s in statuses] == ["ACTIVE", "PAYMENT_PENDING"], "Free keeps granting until paid"
