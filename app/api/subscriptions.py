@@ -8,7 +8,7 @@ from litestar import Controller, delete, get, patch, post
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.billing.provisioning import provision_with_billing
+from app.billing.provisioning import preview_with_billing, provision_with_billing
 from app.billing.schemas import BillingProvisionResult, ProvisionWithCheckout
 from app.core.pagination import DEFAULT_LIMIT, Page
 from app.db import Database, utcnow
@@ -22,7 +22,6 @@ from app.subscriptions.schemas import (
     EntitlementCheck,
     EntitlementList,
     PreviewResult,
-    ProvisionRequest,
     ProvisionResult,
     ReportUsageRequest,
     ReportUsageResult,
@@ -47,9 +46,13 @@ class SubscriptionController(Controller):
 
     @post("/preview", status_code=200)
     async def preview(
-        self, db_session: AsyncSession, environment: EnvironmentRef, data: ProvisionRequest
+        self, db_session: AsyncSession, environment: EnvironmentRef, data: ProvisionWithCheckout
     ) -> PreviewResult:
-        return await service.preview_subscription(db_session, environment.pk, data)
+        # The same body as POST /subscriptions: with checkoutOptions, an upgrade that will wait
+        # for payment is priced as the new subscription Checkout sells (`paymentFirst`).
+        return await preview_with_billing(
+            db_session, environment.pk, data, offers_checkout=data.checkout_options is not None
+        )
 
     @get("/")
     async def list_subscriptions(

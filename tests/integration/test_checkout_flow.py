@@ -393,3 +393,20 @@ async def test_free_customer_upgrading_keeps_the_free_plan_until_paid(
     assert (await api.ok("get", "/customers/acme/entitlements/sso"))["hasAccess"] is True
     live = await api.ok("get", "/subscriptions?customerId=acme&status=ACTIVE")
     assert [s["id"] for s in live["data"]] == [paid_id], "one live subscription in the product"
+
+
+async def test_the_preview_of_a_waiting_upgrade_is_what_checkout_sells(
+    api: ApiEnv, catalog: CatalogFactory
+) -> None:
+    await api.ok("post", "/subscriptions", {"customerId": "acme", "planId": "free"})
+    body = {"customerId": "acme", "planId": "pro", "unitQuantities": [{"featureId": "seats", "quantity": 3}]}
+    invoiced = await api.ok("post", "/subscriptions/preview", body, status=200)
+    assert invoiced["paymentFirst"] is False and invoiced["changeType"] == "UPGRADE"
+    paid_first = await api.ok(
+        "post", "/subscriptions/preview", {**body, "checkoutOptions": OPTIONS}, status=200
+    )
+    assert paid_first["paymentFirst"] is True and paid_first["changeType"] == "UPGRADE"
+    assert paid_first["amountDueNow"] == 3000 + 3 * 700, "a full period of the new subscription"
+    assert [line["kind"] for line in paid_first["linesDueNow"]] != ["PRORATION_CREDIT", "PRORATION_CHARGE"]
+    result = await provision_pro(api)
+    assert result["status"] == "PAYMENT_REQUIRED"
